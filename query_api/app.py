@@ -1,0 +1,120 @@
+"""The query API's FastAPI app: GraphQL at ``/graphql`` (GraphiQL in a browser), health, readiness, metrics.
+
+Auth: ``Authorization: Bearer <access token>``; the token resolves to one org (cached for a short TTL),
+and every resolver works inside that org only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import orjson
+import redis.asyncio as aioredis
+from clickhouse_connect.driver.client import Client
+from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi.responses import Response
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, generate_latest
+from strawberry.fastapi import GraphQLRouter
+
+from productgraph.connections import clickhouse_client
+from productgraph.db import TokenInfo, open_pool, resolve_access_token
+from query_api.context import QueryContext
+from query_api.schema import schema
+from query_api.settings import QueryApiSettings
+
+__all__ = ["create_app"]
+
+AUTH_FAILURES = Counter("productgraph_query_auth_failures_total", "requests with a missing or bad token")
+
+
+def create_app(settings: QueryApiSettings | None = None) -> FastAPI:
+    s = settings or QueryApiSettings()
+    pool = open_pool(s.postgres_dsn, min_size=1, max_size=10)
+    redis = aioredis.from_url(s.redis_url, socket_timeout=2, socket_connect_timeout=2)
+    state: dict[str, Client] = {}
+    tokens: dict[str, tuple[float, TokenInfo | None]] = {}
+
+    def clickhouse() -> Client:
+        if "ch" not in state:
+            state["ch"] = clickhouse_client(
+                s.clickhouse_url, compress=s.clickhouse_compress, max_execution_time=int(s.clickhouse_timeout_s)
+            )
+        return state["ch"]
+
+    async def authenticate(request: Request) -> TokenInfo:
+        auth = request.headers.get("authorization", "")
+        token = auth[7:].strip() if auth[:7].lower() == "bearer " else ""
+        if not token:
+            AUTH_FAILURES.inc()
+            raise HTTPException(401, "missing access token: send Authorization: Bearer <token>")
+        now = time.monotonic()
+        hit = tokens.get(token)
+        if hit is None or hit[0] <= now:
+            try:
+                info = await resolve_access_token(pool, token)
+            except Exception as exc:
+                raise HTTPException(503, "token store unavailable", headers={"Retry-After": "5"}) from exc
+            hit = (now + s.token_cache_ttl_s, info)
+            if len(tokens) > 10_000:
+                tokens.clear()
+            tokens[token] = hit
+        if hit[1] is None:
+            AUTH_FAILURES.inc()
+            raise HTTPException(401, "unknown, expired or revoked access token")
+        return hit[1]
+
+    async def context(token: TokenInfo = Depends(authenticate)) -> QueryContext:  # noqa: B008
+        ch = await asyncio.to_thread(clickhouse)
+        return QueryContext(token, pool, ch, redis)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        await pool.open(wait=False)
+        try:
+            yield
+        finally:
+            await pool.close()
+            await redis.aclose()
+            if "ch" in state:
+                state["ch"].close()
+
+    app = FastAPI(title="ProductGraph query API", version="0.1.0", lifespan=lifespan)
+    app.include_router(GraphQLRouter(schema, context_getter=context), prefix="/graphql")
+
+    @app.get("/health")
+    async def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/ready")
+    async def ready() -> Response:
+        down = []
+        try:
+            async with asyncio.timeout(2), pool.connection() as conn:
+                await conn.execute("SELECT 1")
+        except Exception:
+            down.append("postgres")
+        try:
+            async with asyncio.timeout(2):
+                await redis.ping()
+        except Exception:
+            down.append("redis")
+        try:
+            async with asyncio.timeout(3):
+                ch_ok = await asyncio.to_thread(lambda: bool(clickhouse().ping()))
+        except Exception:
+            ch_ok = False
+        if not ch_ok:
+            state.pop("ch", None)
+            down.append("clickhouse")
+        status = 503 if down else 200
+        body = {"status": "unavailable", "down": down} if down else {"status": "ready"}
+        return Response(orjson.dumps(body), status, media_type="application/json")
+
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    return app

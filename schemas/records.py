@@ -1,0 +1,112 @@
+"""The Kafka record of one accepted event: what the gateway publishes and every processor decodes.
+
+The record carries the validated event plus tenancy and time bookkeeping, so processors never
+re-validate business rules.  Encoding is JSON (orjson); ``v`` is the record schema version.
+Times are integer milliseconds since the Unix epoch, UTC.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+__all__ = ["RECORD_VERSION", "EventRecord", "RecordDecodeError", "Scalar"]
+
+RECORD_VERSION = 1
+Scalar = str | int | float | bool | None
+
+
+class RecordDecodeError(ValueError):
+    """A Kafka record that is not a valid :class:`EventRecord` (goes to the dead-letter topic)."""
+
+
+@dataclass(frozen=True, slots=True)
+class EventRecord:
+    org_id: str
+    project_id: str
+    event_id: str
+    session_id: str
+    event_type: str
+    ts_ms: int  # corrected event time (clock skew applied)
+    received_ms: int  # when the gateway received the request
+    client_ts_ms: int | None = None  # the timestamp as the SDK sent it, None when it was missing
+    ts_filled: bool = False  # the SDK sent no timestamp: ts_ms is the receive time
+    fields: dict[str, Scalar] = field(default_factory=dict)  # known optional fields by dotted name
+    metadata: dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, Scalar] = field(default_factory=dict)  # unknown keys of newer SDKs, kept
+
+    @property
+    def key(self) -> bytes:
+        """Kafka key: a session's events stay in order on one partition."""
+        return f"{self.project_id}:{self.session_id}".encode()
+
+    def encode(self) -> bytes:
+        return orjson.dumps(
+            {
+                "v": RECORD_VERSION,
+                "org_id": self.org_id,
+                "project_id": self.project_id,
+                "event_id": self.event_id,
+                "session_id": self.session_id,
+                "event_type": self.event_type,
+                "ts_ms": self.ts_ms,
+                "received_ms": self.received_ms,
+                "client_ts_ms": self.client_ts_ms,
+                "ts_filled": self.ts_filled,
+                "fields": self.fields,
+                "metadata": self.metadata,
+                "extra": self.extra,
+            }
+        )
+
+    @classmethod
+    def decode(cls, raw: bytes | None) -> EventRecord:
+        if raw is None:
+            raise RecordDecodeError("record: empty value")
+        try:
+            d = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            raise RecordDecodeError(f"record: not JSON ({exc})") from exc
+        if not isinstance(d, dict) or d.get("v") != RECORD_VERSION:
+            raise RecordDecodeError("record: not an event record of version 1")
+        try:
+            rec = cls(
+                org_id=_str(d, "org_id"),
+                project_id=_str(d, "project_id"),
+                event_id=_str(d, "event_id"),
+                session_id=_str(d, "session_id"),
+                event_type=_str(d, "event_type"),
+                ts_ms=_int(d, "ts_ms"),
+                received_ms=_int(d, "received_ms"),
+                client_ts_ms=None if d.get("client_ts_ms") is None else _int(d, "client_ts_ms"),
+                ts_filled=bool(d.get("ts_filled", False)),
+                fields=_dict(d, "fields"),
+                metadata=_dict(d, "metadata"),
+                extra=_dict(d, "extra"),
+            )
+        except (KeyError, TypeError) as exc:
+            raise RecordDecodeError(f"record: {exc}") from exc
+        return rec
+
+
+def _str(d: dict[str, Any], k: str) -> str:
+    v = d[k]
+    if not isinstance(v, str) or not v:
+        raise TypeError(f"{k} must be a non-empty string")
+    return v
+
+
+def _int(d: dict[str, Any], k: str) -> int:
+    v = d[k]
+    if not isinstance(v, int) or isinstance(v, bool):
+        raise TypeError(f"{k} must be an integer")
+    return v
+
+
+def _dict(d: dict[str, Any], k: str) -> dict[str, Any]:
+    v = d.get(k) or {}
+    if not isinstance(v, dict):
+        raise TypeError(f"{k} must be an object")
+    return v
