@@ -10,6 +10,7 @@ import redis.asyncio as aioredis
 from prometheus_client import start_http_server
 
 from productgraph.connections import clickhouse_client
+from stream_processors import KIND_NAMES
 from stream_processors.runner import BatchRunner, install_signal_handlers
 from stream_processors.settings import ProcessorSettings
 from stream_processors.sinks import ClickHouseEventSink, RedisSessionSink, Sink
@@ -32,6 +33,7 @@ KINDS: dict[str, Callable[[ProcessorSettings], list[Sink]]] = {
     "warehouse": _warehouse,  # events → ClickHouse `events`
     "sessions": _sessions,  # live sessions → Redis
 }
+assert tuple(KINDS) == KIND_NAMES
 
 
 async def _build_sinks(kind: str, settings: ProcessorSettings) -> list[Sink]:

@@ -1,0 +1,156 @@
+"""The ``productgraph`` command: run the local stack, one service, migrations, or bootstrap tenants."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import sys
+
+import click
+
+from productgraph import __version__
+from stream_processors import KIND_NAMES
+
+
+def _logging(level: str) -> None:
+    logging.basicConfig(
+        level=level.upper(),
+        format='{"ts":"%(asctime)s","level":"%(levelname)s","logger":"%(name)s","msg":"%(message)s"}',
+        stream=sys.stderr,
+    )
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+@click.version_option(__version__, prog_name="productgraph")
+def main() -> None:
+    """ProductGraph: product analytics from OpenTelemetry-style events.
+
+    Configuration comes from PG_* environment variables (see README.md).  `productgraph up` runs the whole
+    stack locally; the other commands run one part against the servers the environment points at, which
+    is how each service is run and scaled in production.
+    """
+
+
+@main.command()
+@click.option("--data-dir", type=click.Path(file_okay=False), help="where local servers keep data [PG_DATA_DIR, ./.productgraph]")
+@click.option("--demo-events", type=int, help="synthetic events sent through the gateway at start (0: none) [300]")
+@click.option("--processors-per-kind", type=int, help="processes started per processor kind [1]")
+def up(data_dir: str | None, demo_events: int | None, processors_per_kind: int | None) -> None:
+    """Start the whole stack (servers, migrations, demo tenant, services) and supervise it until Ctrl-C.
+
+    Servers given by PG_KAFKA_BOOTSTRAP, PG_CLICKHOUSE_URL, PG_POSTGRES_DSN (+ PG_POSTGRES_ADMIN_DSN) or
+    PG_REDIS_URL are used instead of starting local ones.  Writes <data dir>/stack.json for scripts.
+    """
+    from pathlib import Path
+
+    from productgraph.localstack.supervisor import run_stack
+    from productgraph.settings import StackSettings
+
+    overrides: dict[str, object] = {}
+    if data_dir:
+        overrides["data_dir"] = Path(data_dir)
+    if demo_events is not None:
+        overrides["demo_events"] = demo_events
+    if processors_per_kind is not None:
+        overrides["processors_per_kind"] = processors_per_kind
+    settings = StackSettings(**overrides)  # type: ignore[arg-type]
+    _logging("WARNING")
+    sys.exit(run_stack(settings, say=lambda m: click.echo(m)))
+
+
+@main.command()
+def migrate() -> None:
+    """Apply Postgres and ClickHouse migrations and create the Kafka topics (idempotent)."""
+    from productgraph.migrate import migrate_all
+    from productgraph.settings import MigrateSettings
+
+    s = MigrateSettings()
+    _logging(s.log_level)
+    migrate_all(s, progress=click.echo)
+    click.echo("migrations up to date")
+
+
+@main.command()
+def gateway() -> None:
+    """Run the ingest gateway (POST /v1/events) on PG_GATEWAY_HOST:PG_GATEWAY_PORT."""
+    import uvicorn
+
+    from ingest_gateway.app import create_app
+    from ingest_gateway.settings import GatewaySettings
+
+    s = GatewaySettings()
+    _logging(s.log_level)
+    uvicorn.run(create_app(s), host=s.gateway_host, port=s.gateway_port, access_log=False, log_level="warning")
+
+
+@main.command("query-api")
+def query_api() -> None:
+    """Run the GraphQL query API on PG_QUERY_API_HOST:PG_QUERY_API_PORT."""
+    import uvicorn
+
+    from query_api.app import create_app
+    from query_api.settings import QueryApiSettings
+
+    s = QueryApiSettings()
+    _logging(s.log_level)
+    uvicorn.run(create_app(s), host=s.query_api_host, port=s.query_api_port, access_log=False, log_level="warning")
+
+
+@main.command()
+@click.argument("kind", type=click.Choice(KIND_NAMES))
+def processor(kind: str) -> None:
+    """Run one stream-processor worker of KIND; start more processes to scale (up to the partition count).
+
+    \b
+    warehouse  events -> ClickHouse `events` (batched, deduplicated)
+    sessions   live sessions -> Redis
+    """
+    from stream_processors.settings import ProcessorSettings
+    from stream_processors.worker import run_worker
+
+    s = ProcessorSettings()
+    _logging(s.log_level)
+    run_worker(kind, s)
+
+
+@main.group()
+def org() -> None:
+    """Organisations."""
+
+
+@org.command("create")
+@click.option("--name", required=True)
+@click.option("--slug", required=True)
+@click.option("--project", "project_slug", default="default", show_default=True, help="slug of its first project")
+def org_create(name: str, slug: str, project_slug: str) -> None:
+    """Create an org with a first project, an API key and an owner token (secrets are shown once)."""
+    from productgraph.admin import bootstrap_org
+    from productgraph.settings import ServerSettings
+
+    b = bootstrap_org(ServerSettings().postgres_dsn, name, slug, project_slug, project_slug)
+    click.echo(json.dumps(dataclasses.asdict(b), indent=2))
+
+
+@main.group()
+def token() -> None:
+    """Query-API access tokens."""
+
+
+@token.command("create")
+@click.option("--org-id", required=True)
+@click.option("--role", type=click.Choice(["owner", "admin", "analyst", "viewer"]), default="admin", show_default=True)
+@click.option("--name", default="cli", show_default=True)
+def token_create(org_id: str, role: str, name: str) -> None:
+    """Create an access token for one org (printed once)."""
+    import psycopg
+
+    from productgraph.admin import create_access_token
+    from productgraph.settings import ServerSettings
+
+    with psycopg.connect(ServerSettings().postgres_dsn, autocommit=True) as conn:
+        click.echo(create_access_token(conn, org_id, name, role))
+
+
+if __name__ == "__main__":
+    main()
