@@ -122,16 +122,26 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
             }
         },
         responses={
-            202: {"description": "accepted (possibly partly)", "content": {"application/json": {"example": {
-                "accepted": 1, "rejected": 1, "duplicates": 0,
-                "errors": [{"index": 1, "error": "session.id: required"}]}}}},
+            202: {
+                "description": "accepted (possibly partly)",
+                "content": {
+                    "application/json": {
+                        "example": {
+                            "accepted": 1,
+                            "rejected": 1,
+                            "duplicates": 0,
+                            "errors": [{"index": 1, "error": "session.id: required"}],
+                        }
+                    }
+                },
+            },
             400: {"description": "body not usable: not JSON, no events list, more than 1000 events"},
             401: {"description": "missing or unknown API key"},
             413: {"description": "body over 10 MB after decompression"},
             415: {"description": "not JSON, or unsupported Content-Encoding"},
             503: {"description": "Kafka or the key store unavailable; nothing accepted; retry after Retry-After"},
         },
-    )  # fmt: skip
+    )
     async def ingest(request: Request) -> Response:
         received_ms = int(time.time() * 1000)
         key = _api_key(request)

@@ -60,9 +60,7 @@ class EventPublisher:
             raise PublishFailed("producer not connected")
         try:
             async with asyncio.timeout(self._timeout_s):
-                futures = [
-                    await producer.send(EVENTS.name, value=r.encode(), key=r.key) for r in records
-                ]
+                futures = [await producer.send(EVENTS.name, value=r.encode(), key=r.key) for r in records]
                 await asyncio.gather(*futures)
         except Exception as exc:  # any broker/client failure means: not acknowledged
             raise PublishFailed(str(exc) or type(exc).__name__) from exc

@@ -33,7 +33,9 @@ def main() -> None:
 
 
 @main.command()
-@click.option("--data-dir", type=click.Path(file_okay=False), help="where local servers keep data [PG_DATA_DIR, ./.productgraph]")
+@click.option(
+    "--data-dir", type=click.Path(file_okay=False), help="where local servers keep data [PG_DATA_DIR, ./.productgraph]"
+)
 @click.option("--demo-events", type=int, help="synthetic events sent through the gateway at start (0: none) [300]")
 @click.option("--processors-per-kind", type=int, help="processes started per processor kind [1]")
 def up(data_dir: str | None, demo_events: int | None, processors_per_kind: int | None) -> None:

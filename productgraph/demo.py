@@ -47,7 +47,7 @@ def demo_events(project: str, count: int, *, seed: int = 7, now: datetime | None
                         "event.timestamp": _iso(t),
                         "event.sequence": seq,
                         "page.path": page,
-                        "page.title": page.strip("/").replace("/", " › ").title() or "Home",
+                        "page.title": page.strip("/").replace("/", " > ").title() or "Home",
                         "ui.viewport": "1440x900",
                         **extra,
                     }
@@ -59,15 +59,33 @@ def _page_events(rng: random.Random, page: str) -> list[tuple[str, dict[str, Any
     out: list[tuple[str, dict[str, Any]]] = [("page.view", {})]
     out.append(("ui.click", {"ui.component.name": "PrimaryButton", "ui.action": "click", "ui.element.text": "Next"}))
     if page == "/cart":
-        out.append(("state.change", {"ui.state.key": "cart.items", "ui.state.before": "[]",
-                                     "ui.state.after": '[{"id":"prod_123","qty":1}]', "ui.state.change_type": "set"}))
+        out.append(
+            (
+                "state.change",
+                {
+                    "ui.state.key": "cart.items",
+                    "ui.state.before": "[]",
+                    "ui.state.after": '[{"id":"prod_123","qty":1}]',
+                    "ui.state.change_type": "set",
+                },
+            )
+        )
     if page.startswith("/checkout"):
         status = 200 if rng.random() > 0.1 else 502
-        out.append(("api.response", {"api.method": "POST", "api.path": "/api" + page, "api.status_code": status,
-                                     "api.duration_ms": round(rng.uniform(20, 900), 1)}))
+        out.append(
+            (
+                "api.response",
+                {
+                    "api.method": "POST",
+                    "api.path": "/api" + page,
+                    "api.status_code": status,
+                    "api.duration_ms": round(rng.uniform(20, 900), 1),
+                },
+            )
+        )
         if status >= 500:
             out.append(("error", {"error.type": "PaymentGatewayError", "error.message": "upstream returned 502"}))
-    return out  # fmt: skip
+    return out
 
 
 def send_events(

@@ -73,7 +73,9 @@ def migrate_postgres(admin_dsn: str, app_password: str, folder: Path | None = No
                     continue
                 with conn.transaction():
                     conn.execute(mig.sql.encode())  # bytes: a script, no parameter parsing
-                    conn.execute("INSERT INTO schema_migrations (version, name) VALUES (%s, %s)", (mig.version, mig.name))
+                    conn.execute(
+                        "INSERT INTO schema_migrations (version, name) VALUES (%s, %s)", (mig.version, mig.name)
+                    )
                 applied.append(f"postgres {mig.version:04d}_{mig.name}")
         finally:
             conn.execute("SELECT pg_advisory_unlock(727274)")
@@ -84,9 +86,9 @@ def _ensure_app_role(conn: psycopg.Connection[tuple[object, ...]], password: str
     exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (APP_ROLE,)).fetchone()
     verb = "ALTER" if exists else "CREATE"
     conn.execute(
-        sql.SQL(
-            "{} ROLE {} LOGIN NOSUPERUSER NOBYPASSRLS NOCREATEDB NOCREATEROLE NOINHERIT PASSWORD {}"
-        ).format(sql.SQL(verb), sql.Identifier(APP_ROLE), sql.Literal(password))
+        sql.SQL("{} ROLE {} LOGIN NOSUPERUSER NOBYPASSRLS NOCREATEDB NOCREATEROLE NOINHERIT PASSWORD {}").format(
+            sql.SQL(verb), sql.Identifier(APP_ROLE), sql.Literal(password)
+        )
     )
 
 

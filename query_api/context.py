@@ -53,7 +53,7 @@ class QueryContext(BaseContext):
         raw = await self.redis.hgetall(f"session:{tenant.project_id}:{session_id}")
         if not raw:
             return None
-        h = {k.decode(): v.decode() for k, v in raw.items()}
+        h = {_text(k): _text(v) for k, v in raw.items()}
 
         def ts(name: str) -> datetime | None:
             return datetime.fromtimestamp(int(h[name]) / 1000, tz=UTC) if name in h else None
@@ -65,3 +65,7 @@ class QueryContext(BaseContext):
             "user_id": h.get("user_id"),
             "current_page": h.get("current_page"),
         }
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value

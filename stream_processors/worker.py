@@ -25,7 +25,9 @@ def _warehouse(s: ProcessorSettings) -> list[Sink]:
 
 
 def _sessions(s: ProcessorSettings) -> list[Sink]:
-    return [RedisSessionSink(aioredis.from_url(s.redis_url, socket_timeout=5, socket_connect_timeout=5), s.session_ttl_s)]
+    return [
+        RedisSessionSink(aioredis.from_url(s.redis_url, socket_timeout=5, socket_connect_timeout=5), s.session_ttl_s)
+    ]
 
 
 # Each kind is its own consumer group: it sees every event and scales independently.

@@ -16,7 +16,6 @@ import json
 import os
 import secrets
 import signal
-import subprocess
 import sys
 import threading
 import time
@@ -115,10 +114,16 @@ class Stack:
             self.say("  postgres    given by PG_POSTGRES_DSN")
         else:
             pg_admin = start(
-                "postgres", "-", lambda: start_postgres(self.data_dir / "postgres", self._port(ports, "postgres"), host, logs)
+                "postgres",
+                "-",
+                lambda: start_postgres(self.data_dir / "postgres", self._port(ports, "postgres"), host, logs),
             )
             pg_app = _with_user(pg_admin, "productgraph_app", secret["postgres_app_password"])
-        redis = start("redis", "PG_REDIS_URL", lambda: start_redis(self.data_dir / "redis", self._port(ports, "redis"), host, logs))
+        redis = start(
+            "redis",
+            "PG_REDIS_URL",
+            lambda: start_redis(self.data_dir / "redis", self._port(ports, "redis"), host, logs),
+        )
         self._write_json("ports.json", ports)
         ch_url = ch.rstrip("/") + "/productgraph" if ch.count("/") == 2 else ch
         self.env = {
@@ -153,8 +158,13 @@ class Stack:
         demo = self._json_file("demo.json")
         if not demo:
             b = bootstrap_org(self.env["PG_POSTGRES_DSN"], "Demo Org", "demo", "Demo App", "demo")
-            demo = {"org_id": b.org_id, "project_id": b.project_id, "project_slug": b.project_slug,
-                    "api_key": b.api_key, "admin_token": b.admin_token}  # fmt: skip
+            demo = {
+                "org_id": b.org_id,
+                "project_id": b.project_id,
+                "project_slug": b.project_slug,
+                "api_key": b.api_key,
+                "admin_token": b.admin_token,
+            }
             self._write_json("demo.json", demo, private=True)
             self.say("  created demo org, project, API key and admin token")
         return {k: str(v) for k, v in demo.items()}
@@ -167,18 +177,27 @@ class Stack:
         q_port = s.query_api_port if not port_open(host, s.query_api_port) else free_port(host)
         cli = [sys.executable, "-m", "productgraph.cli"]
         self.services.append(
-            Service("gateway", [*cli, "gateway"], {**base_env, "PG_GATEWAY_HOST": host, "PG_GATEWAY_PORT": str(gw_port)},
-                    logs / "gateway.log")
-        )  # fmt: skip
+            Service(
+                "gateway",
+                [*cli, "gateway"],
+                {**base_env, "PG_GATEWAY_HOST": host, "PG_GATEWAY_PORT": str(gw_port)},
+                logs / "gateway.log",
+            )
+        )
         for kind in KIND_NAMES:
             for n in range(1, s.processors_per_kind + 1):
                 env = {**base_env, "PG_METRICS_PORT": str(free_port(host)), "PG_METRICS_HOST": host}
-                self.services.append(Service(f"processor-{kind}-{n}", [*cli, "processor", kind], env,
-                                             logs / f"processor-{kind}-{n}.log"))  # fmt: skip
+                self.services.append(
+                    Service(f"processor-{kind}-{n}", [*cli, "processor", kind], env, logs / f"processor-{kind}-{n}.log")
+                )
         self.services.append(
-            Service("query-api", [*cli, "query-api"],
-                    {**base_env, "PG_QUERY_API_HOST": host, "PG_QUERY_API_PORT": str(q_port)}, logs / "query-api.log")
-        )  # fmt: skip
+            Service(
+                "query-api",
+                [*cli, "query-api"],
+                {**base_env, "PG_QUERY_API_HOST": host, "PG_QUERY_API_PORT": str(q_port)},
+                logs / "query-api.log",
+            )
+        )
         for svc in self.services:
             self._launch(svc)
         gateway_url, graphql_url = f"http://{host}:{gw_port}", f"http://{host}:{q_port}/graphql"
@@ -256,7 +275,8 @@ def run_stack(settings: StackSettings, say: Callable[[str], None] = print) -> in
         if settings.demo_events:
             from productgraph.demo import demo_events, send_events
 
-            n = send_events(gateway_url, demo["api_key"], demo_events(demo["project_slug"], settings.demo_events))
+            events = demo_events(demo["project_slug"], settings.demo_events, seed=time.time_ns())
+            n = send_events(gateway_url, demo["api_key"], events)
             say(f"demo: sent {n} synthetic events through the gateway")
         _print_banner(say, stack.info, stack.data_dir, time.monotonic() - t0)
         if not stack._stop.is_set():
@@ -275,21 +295,24 @@ def run_stack(settings: StackSettings, say: Callable[[str], None] = print) -> in
 
 def _print_banner(say: Callable[[str], None], info: dict[str, Any], data_dir: Path, elapsed: float) -> None:
     now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    event = {"event_id": f"hello-{int(time.time())}", "project_id": info["project_slug"], "session.id": "s1",
+             "event.type": "page.view", "event.timestamp": now, "page.path": "/"}  # fmt: skip
+    query = {"query": f'{{ events(projectId: "{info["project_slug"]}") {{ total byType {{ eventType count }} }} }}'}
     say(f"""
 ProductGraph is up ({elapsed:.0f}s).
-  gateway   {info['gateway_url']}   (POST /v1/events, /docs, /ready, /metrics)
-  GraphQL   {info['graphql_url']}   (GraphiQL in a browser; Authorization: Bearer <admin token>)
-  project   {info['project_slug']} ({info['project_id']})
-  API key   {info['api_key']}
-  admin     {info['admin_token']}
-  details   {data_dir / 'stack.json'}
+  gateway   {info["gateway_url"]}   (POST /v1/events, /docs, /ready, /metrics)
+  GraphQL   {info["graphql_url"]}   (GraphiQL in a browser; Authorization: Bearer <admin token>)
+  project   {info["project_slug"]} ({info["project_id"]})
+  API key   {info["api_key"]}
+  admin     {info["admin_token"]}
+  details   {data_dir / "stack.json"}
 
 Send an event:
-  curl -s -X POST {info['gateway_url']}/v1/events -H 'Content-Type: application/json' \\
-    -H 'X-PG-API-Key: {info['api_key']}' \\
-    -d '{{"events":[{{"event_id":"hello-1","project_id":"{info['project_slug']}","session.id":"s1","event.type":"page.view","event.timestamp":"{now}","page.path":"/"}}]}}'
+  curl -s -X POST {info["gateway_url"]}/v1/events -H 'Content-Type: application/json' \\
+    -H 'X-PG-API-Key: {info["api_key"]}' \\
+    -d '{json.dumps({"events": [event]})}'
 Query it:
-  curl -s {info['graphql_url']} -H 'Authorization: Bearer {info['admin_token']}' -H 'Content-Type: application/json' \\
-    -d '{{"query":"{{ events(projectId: \\"{info['project_slug']}\\") {{ total byType {{ eventType count }} }} }}"}}'
+  curl -s {info["graphql_url"]} -H 'Authorization: Bearer {info["admin_token"]}' -H 'Content-Type: application/json' \\
+    -d '{json.dumps(query)}'
 
 Ctrl-C stops everything.""")

@@ -77,9 +77,19 @@ def test_events_migration_has_every_column_of_the_row_mapping() -> None:
     ddl = (DEPLOY_DIR / "clickhouse" / "0001_events.sql").read_text()
     declared = re.findall(r"^\s{4}([a-z_]+) ", ddl, flags=re.M)
     assert list(EVENT_COLUMNS) == declared[: len(EVENT_COLUMNS)]
-    rec = validate_event(0, {"event_id": "e", "project_id": "p", "session.id": "s", "event.type": "error",
-                             "event.timestamp": "2025-01-01T00:00:00Z", "error.message": "boom",
-                             "metadata": {"n": 1, "s": "x"}}, IngestContext("o", "p", "p", 1_735_689_600_000))  # fmt: skip
+    rec = validate_event(
+        0,
+        {
+            "event_id": "e",
+            "project_id": "p",
+            "session.id": "s",
+            "event.type": "error",
+            "event.timestamp": "2025-01-01T00:00:00Z",
+            "error.message": "boom",
+            "metadata": {"n": 1, "s": "x"},
+        },
+        IngestContext("o", "p", "p", 1_735_689_600_000),
+    )
     assert isinstance(rec, EventRecord)
     row = dict(zip(EVENT_COLUMNS, event_row(rec), strict=True))
     assert row["error_message"] == "boom" and row["page_path"] == "" and row["api_status_code"] is None
