@@ -44,9 +44,11 @@ def create_app(settings: QueryApiSettings | None = None) -> FastAPI:
             )
         return state["ch"]
 
-    async def authenticate(request: Request) -> TokenInfo:
+    async def authenticate(request: Request) -> TokenInfo | None:
         auth = request.headers.get("authorization", "")
         token = auth[7:].strip() if auth[:7].lower() == "bearer " else ""
+        if not token and request.method == "GET" and "text/html" in request.headers.get("accept", ""):
+            return None  # the GraphiQL page itself; its queries carry the token
         if not token:
             AUTH_FAILURES.inc()
             raise HTTPException(401, "missing access token: send Authorization: Bearer <token>")
@@ -66,7 +68,9 @@ def create_app(settings: QueryApiSettings | None = None) -> FastAPI:
             raise HTTPException(401, "unknown, expired or revoked access token")
         return hit[1]
 
-    async def context(token: TokenInfo = Depends(authenticate)) -> QueryContext:  # noqa: B008
+    async def context(token: TokenInfo | None = Depends(authenticate)) -> QueryContext | None:  # noqa: B008
+        if token is None:
+            return None
         ch = await asyncio.to_thread(clickhouse)
         return QueryContext(token, pool, ch, redis)
 
