@@ -10,6 +10,7 @@ import sys
 import click
 
 from productgraph import __version__
+from productgraph.bench import bench
 from stream_processors import KIND_NAMES
 
 
@@ -153,6 +154,8 @@ def token_create(org_id: str, role: str, name: str) -> None:
     with psycopg.connect(ServerSettings().postgres_dsn, autocommit=True) as conn:
         click.echo(create_access_token(conn, org_id, name, role))
 
+
+main.add_command(bench)
 
 if __name__ == "__main__":
     main()

@@ -1,0 +1,12 @@
+"""``productgraph bench ...``: benchmarks that drive the real services, print figures and write a JSON report."""
+
+from __future__ import annotations
+
+import click
+
+__all__ = ["bench"]
+
+
+@click.group()
+def bench() -> None:
+    """Benchmarks against a running stack (see `productgraph up`); each prints figures and writes JSON."""
