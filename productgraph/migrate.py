@@ -18,6 +18,7 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 
+from productgraph.clickhouse_ddl import create_database, ledger_table, render_migration
 from productgraph.connections import ClickHouseTarget, clickhouse_client
 from productgraph.settings import MigrateSettings
 from schemas.topics import TOPICS
@@ -92,23 +93,25 @@ def _ensure_app_role(conn: psycopg.Connection[tuple[object, ...]], password: str
     )
 
 
-def migrate_clickhouse(url: str, *, compress: bool = False, folder: Path | None = None) -> list[str]:
-    """Create the database and apply pending ClickHouse migrations; returns the names applied."""
+def migrate_clickhouse(
+    url: str, *, compress: bool = False, folder: Path | None = None, cluster: str | None = None
+) -> list[str]:
+    """Create the database and apply pending ClickHouse migrations; returns the names applied.
+
+    With ``cluster``, every statement is rendered for that cluster (:mod:`productgraph.clickhouse_ddl`).
+    """
     target = ClickHouseTarget(url)
     bootstrap = clickhouse_client(url, compress=compress, database=None)
-    bootstrap.command(f"CREATE DATABASE IF NOT EXISTS `{target.database}`")
+    bootstrap.command(create_database(target.database, cluster))
     bootstrap.close()
     client = clickhouse_client(url, compress=compress)
-    client.command(
-        "CREATE TABLE IF NOT EXISTS schema_migrations (version UInt32, name String, "
-        "applied_at DateTime DEFAULT now()) ENGINE = MergeTree ORDER BY version"
-    )
+    client.command(ledger_table(cluster))
     done = {int(r[0]) for r in client.query("SELECT version FROM schema_migrations").result_rows}
     applied = []
     for mig in load_migrations((folder or DEPLOY_DIR) / "clickhouse"):
         if mig.version in done:
             continue
-        for statement in split_statements(mig.sql):
+        for statement in split_statements(render_migration(mig.sql, cluster)):
             client.command(statement)
         client.insert("schema_migrations", [[mig.version, mig.name]], column_names=["version", "name"])
         applied.append(f"clickhouse {mig.version:04d}_{mig.name}")
@@ -116,12 +119,14 @@ def migrate_clickhouse(url: str, *, compress: bool = False, folder: Path | None 
     return applied
 
 
-async def ensure_all_topics(bootstrap: str, partitions_override: dict[str, int] | None = None) -> None:
+async def ensure_all_topics(
+    bootstrap: str, partitions_override: dict[str, int] | None = None, *, replication_factor: int = 1
+) -> None:
     from productgraph.localstack.kafka import ensure_topics
 
     wanted = {t.name: t.partitions for t in TOPICS}
     wanted.update(partitions_override or {})
-    await ensure_topics(bootstrap, wanted)
+    await ensure_topics(bootstrap, wanted, replication_factor=replication_factor)
 
 
 def migrate_all(settings: MigrateSettings, progress: Callable[[str], None] = print) -> None:
@@ -130,7 +135,15 @@ def migrate_all(settings: MigrateSettings, progress: Callable[[str], None] = pri
 
     for name in migrate_postgres(settings.postgres_admin_dsn, settings.postgres_app_password):
         progress(f"applied {name}")
-    for name in migrate_clickhouse(settings.clickhouse_url, compress=settings.clickhouse_compress):
+    for name in migrate_clickhouse(
+        settings.clickhouse_url, compress=settings.clickhouse_compress, cluster=settings.clickhouse_cluster
+    ):
         progress(f"applied {name}")
-    asyncio.run(ensure_all_topics(settings.kafka_bootstrap, {EVENTS.name: settings.events_topic_partitions}))
+    asyncio.run(
+        ensure_all_topics(
+            settings.kafka_bootstrap,
+            {EVENTS.name: settings.events_topic_partitions},
+            replication_factor=settings.kafka_replication_factor,
+        )
+    )
     progress("kafka topics ready: " + ", ".join(t.name for t in TOPICS))

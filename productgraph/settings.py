@@ -45,6 +45,14 @@ class MigrateSettings(ServerSettings):
         description="DSN of the schema owner, used only by migrations",
     )
     postgres_app_password: str = Field("productgraph_app", description="password set for the app role")
+    clickhouse_cluster: str | None = Field(
+        None,
+        description="ClickHouse cluster name: tables become Replicated*MergeTree behind Distributed tables "
+        "sharded by project (unset: one server)",
+    )
+    kafka_replication_factor: int = Field(
+        1, description="replication factor of the topics migrate creates (3 in production)"
+    )
 
 
 class StackSettings(MigrateSettings):
