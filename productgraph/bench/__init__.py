@@ -10,3 +10,8 @@ __all__ = ["bench"]
 @click.group()
 def bench() -> None:
     """Benchmarks against a running stack (see `productgraph up`); each prints figures and writes JSON."""
+
+
+from productgraph.bench.query import query as _query  # noqa: E402
+
+bench.add_command(_query)
