@@ -1,0 +1,132 @@
+"""The MCP server for AI agents (official ``mcp`` SDK, stdio and streamable HTTP).
+
+Every tool runs a GraphQL operation on the very schema the GraphQL API serves, with the same per-request
+context, so an agent's numbers are identical to an analyst's by construction.  Auth: an org access token
+(``pgt_...``), from ``PG_MCP_TOKEN`` for stdio, or the ``Authorization: Bearer`` header over HTTP (checked
+by the SDK's bearer middleware through :class:`AccessTokenVerifier`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import redis.asyncio as aioredis
+from clickhouse_connect.driver.client import Client
+from mcp.server.auth.middleware.auth_context import get_access_token
+from mcp.server.auth.provider import AccessToken
+from mcp.server.auth.settings import AuthSettings
+from mcp.server.mcpserver import MCPServer
+from mcp.server.mcpserver.exceptions import ToolError
+from psycopg_pool import AsyncConnectionPool
+
+from productgraph.connections import clickhouse_client
+from productgraph.db import TokenInfo, open_pool, resolve_access_token
+from query_api.context import QueryContext
+from query_api.schema import schema
+from query_api.settings import QueryApiSettings
+
+__all__ = ["AccessTokenVerifier", "Backends", "build_mcp_server"]
+
+
+class Backends:
+    """Connections shared by every tool call (opened on first use)."""
+
+    def __init__(self, settings: QueryApiSettings) -> None:
+        self.settings = settings
+        self.pool: AsyncConnectionPool = open_pool(settings.postgres_dsn, min_size=1, max_size=4)
+        self.redis = aioredis.from_url(settings.redis_url, socket_timeout=2, socket_connect_timeout=2)
+        self._ch: Client | None = None
+        self._opened = False
+
+    async def open(self) -> None:
+        if not self._opened:
+            await self.pool.open(wait=False)
+            self._opened = True
+
+    async def clickhouse(self) -> Client:
+        if self._ch is None:
+            s = self.settings
+            self._ch = await asyncio.to_thread(
+                clickhouse_client, s.clickhouse_url, compress=s.clickhouse_compress,
+                max_execution_time=int(s.clickhouse_timeout_s),
+            )  # fmt: skip
+        return self._ch
+
+    async def close(self) -> None:
+        if self._opened:
+            await self.pool.close()
+        await self.redis.aclose()
+        if self._ch is not None:
+            self._ch.close()
+
+
+class AccessTokenVerifier:
+    """Bearer tokens of the query API: ``client_id`` carries the org, ``scopes`` the role."""
+
+    def __init__(self, backends: Backends) -> None:
+        self._backends = backends
+
+    async def verify_token(self, token: str) -> AccessToken | None:
+        await self._backends.open()
+        info = await resolve_access_token(self._backends.pool, token)
+        if info is None:
+            return None
+        return AccessToken(token=token, client_id=info.org_id, scopes=[info.role], subject=info.token_id)
+
+
+_SESSION = """query($p: ID!, $s: String!) { session(projectId: $p, sessionId: $s) {
+  sessionId eventCount startedAt endedAt durationMs live { eventCount startedAt lastEventAt userId currentPage } } }"""
+_EVENTS = """query($p: ID!, $from: DateTime, $to: DateTime) {
+  events(projectId: $p, from: $from, to: $to) { total byType { eventType count } } }"""
+_PROJECTS = "{ projects { id name slug } }"
+
+
+def build_mcp_server(backends: Backends, *, stdio_token: str | None = None, http_url: str | None = None) -> MCPServer:
+    """The server with every tool.  ``stdio_token`` authenticates a stdio session; ``http_url`` (the
+    server's public URL) turns on bearer-token auth for streamable HTTP.  The caller closes ``backends``."""
+    auth = verifier = None
+    if http_url is not None:
+        verifier = AccessTokenVerifier(backends)
+        auth = AuthSettings(issuer_url=http_url, resource_server_url=http_url)
+    server: MCPServer = MCPServer(
+        name="productgraph",
+        instructions="Product analytics of your organisation's projects: sessions, events, journeys, funnels.",
+        token_verifier=verifier,
+        auth=auth,
+    )
+
+    async def caller() -> TokenInfo:
+        await backends.open()
+        if stdio_token is not None:
+            info = await resolve_access_token(backends.pool, stdio_token)
+        else:
+            access = get_access_token()
+            info = None if access is None else await resolve_access_token(backends.pool, access.token)
+        if info is None:
+            raise ToolError("unauthenticated: set PG_MCP_TOKEN (stdio) or send Authorization: Bearer <token>")
+        return info
+
+    async def run(document: str, variables: dict[str, Any]) -> dict[str, Any]:
+        ctx = QueryContext(await caller(), backends.pool, await backends.clickhouse(), backends.redis)
+        result = await schema.execute(document, variable_values=variables, context_value=ctx)
+        if result.errors:
+            raise ToolError(result.errors[0].message)
+        return dict(result.data or {})
+
+    @server.tool(name="pg.list_projects", description="Projects of your organisation (id, name, slug).")
+    async def list_projects() -> dict[str, Any]:
+        return await run(_PROJECTS, {})
+
+    @server.tool(name="pg.get_session", description="One session: event count, start, end, duration and live state.")
+    async def get_session(project_id: str, session_id: str) -> dict[str, Any]:
+        return await run(_SESSION, {"p": project_id, "s": session_id})
+
+    @server.tool(
+        name="pg.count_events",
+        description="Event counts of a project in [from, to) (RFC 3339; default: the last 30 days), total and by type.",
+    )
+    async def count_events(project_id: str, date_from: str | None = None, date_to: str | None = None) -> dict[str, Any]:
+        return await run(_EVENTS, {"p": project_id, "from": date_from, "to": date_to})
+
+    return server

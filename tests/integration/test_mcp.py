@@ -1,0 +1,83 @@
+"""The MCP server through the official client, in-process: same numbers as GraphQL, org-scoped."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import httpx
+import pytest
+from mcp import Client
+
+from productgraph.admin import bootstrap_org
+from query_api.app import create_app
+from query_api.mcp_server import Backends, build_mcp_server
+from query_api.settings import QueryApiSettings
+from schemas.ingest import IngestContext, validate_event
+from schemas.records import EventRecord
+from stream_processors.sinks import ClickHouseEventSink
+from tests.conftest import Servers
+
+pytestmark = pytest.mark.integration
+
+
+def _settings(s: Servers) -> QueryApiSettings:
+    return QueryApiSettings(clickhouse_url=s.clickhouse_url, postgres_dsn=s.postgres_dsn, redis_url=s.redis_url)
+
+
+def _payload(result: Any) -> dict[str, Any]:
+    assert not result.is_error, result
+    if result.structured_content is not None:
+        return dict(result.structured_content.get("result", result.structured_content))
+    return dict(json.loads(result.content[0].text))
+
+
+async def test_tools_match_graphql_and_stay_in_the_org(servers: Servers, tenant: dict[str, str]) -> None:
+    from productgraph.connections import clickhouse_client
+
+    ctx = IngestContext(tenant["org_id"], tenant["project_id"], tenant["project_slug"], 1_764_064_900_000)
+    sink = ClickHouseEventSink(clickhouse_client(servers.clickhouse_url))
+    for i in range(7):
+        raw = {"event_id": f"m{i}", "project_id": tenant["project_id"], "session.id": "mcp-s",
+               "event.type": "page.view", "event.timestamp": f"2025-11-25T10:00:0{i}Z"}  # fmt: skip
+        rec = validate_event(i, raw, ctx)
+        assert isinstance(rec, EventRecord)
+        sink.add(rec)
+    await sink.flush()
+
+    backends = Backends(_settings(servers))
+    try:
+        async with Client(build_mcp_server(backends, stdio_token=tenant["admin_token"])) as client:
+            names = {t.name for t in (await client.list_tools()).tools}
+            assert {"pg.get_session", "pg.count_events", "pg.list_projects"} <= names
+            via_mcp = _payload(
+                await client.call_tool("pg.get_session", {"project_id": tenant["project_slug"], "session_id": "mcp-s"})
+            )
+            day = {"date_from": "2025-11-25T00:00:00Z", "date_to": "2025-11-26T00:00:00Z"}
+            counts = _payload(await client.call_tool("pg.count_events", {"project_id": tenant["project_id"], **day}))
+        other = bootstrap_org(servers.postgres_dsn, "MCP other", f"m{tenant['project_slug']}", "x", "x")
+        async with Client(build_mcp_server(backends, stdio_token=other.admin_token)) as client:
+            foreign = await client.call_tool(
+                "pg.get_session", {"project_id": tenant["project_id"], "session_id": "mcp-s"}
+            )
+            assert foreign.is_error and "not found" in foreign.content[0].text
+        async with Client(build_mcp_server(backends, stdio_token="pgt_wrong")) as client:
+            denied = await client.call_tool("pg.list_projects", {})
+            assert denied.is_error and "unauthenticated" in denied.content[0].text
+    finally:
+        await backends.close()
+
+    app = create_app(_settings(servers))
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://api") as http,
+    ):
+        q = (
+            f'{{ session(projectId: "{tenant["project_slug"]}", sessionId: "mcp-s") {{ sessionId eventCount startedAt '
+            "endedAt durationMs live { eventCount startedAt lastEventAt userId currentPage } } }"
+        )
+        resp = await http.post(
+            "/graphql", json={"query": q}, headers={"Authorization": f"Bearer {tenant['admin_token']}"}
+        )
+    assert via_mcp["session"] == resp.json()["data"]["session"]
+    assert via_mcp["session"]["eventCount"] == 7 and counts["events"]["total"] == 7
