@@ -155,6 +155,37 @@ def token_create(org_id: str, role: str, name: str) -> None:
         click.echo(create_access_token(conn, org_id, name, role))
 
 
+@main.command()
+@click.option("--transport", type=click.Choice(["stdio", "http"]), default="stdio", show_default=True)
+@click.option("--host", default="127.0.0.1", show_default=True, help="http: listen address")
+@click.option("--port", default=8091, show_default=True, help="http: listen port (endpoint /mcp)")
+@click.option("--public-url", help="http: the URL agents use, for the auth metadata [http://HOST:PORT]")
+def mcp(transport: str, host: str, port: int, public_url: str | None) -> None:
+    """Serve the MCP tools for AI agents (stdio: token from PG_MCP_TOKEN; http: Authorization: Bearer)."""
+    import asyncio
+
+    from query_api.mcp_server import Backends, build_mcp_server
+    from query_api.settings import QueryApiSettings
+
+    s = QueryApiSettings()
+    _logging("WARNING")
+    backends = Backends(s)
+
+    async def serve() -> None:
+        try:
+            if transport == "stdio":
+                if not s.mcp_token:
+                    raise click.UsageError("set PG_MCP_TOKEN to an access token (productgraph token create)")
+                await build_mcp_server(backends, stdio_token=s.mcp_token).run_stdio_async()
+            else:
+                server = build_mcp_server(backends, http_url=public_url or f"http://{host}:{port}")
+                await server.run_streamable_http_async(host=host, port=port)
+        finally:
+            await backends.close()
+
+    asyncio.run(serve())
+
+
 main.add_command(bench)
 
 if __name__ == "__main__":
