@@ -1,10 +1,32 @@
-"""Prometheus metrics of the gateway."""
+"""Prometheus metrics of the gateway (process-global, exposed at ``GET /metrics``)."""
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
+
+__all__ = [
+    "ADMISSION_FAILURES",
+    "BATCH_SIZE",
+    "EVENTS",
+    "IN_FLIGHT",
+    "PRODUCE_SECONDS",
+    "REQUESTS",
+    "UNKNOWN_FIELDS",
+]
 
 REQUESTS = Counter("productgraph_gateway_requests_total", "ingest requests by HTTP status", ["status"])
-EVENTS = Counter("productgraph_gateway_events_total", "events by outcome", ["outcome"])
+EVENTS = Counter("productgraph_gateway_events_total", "events by outcome (accepted, rejected, duplicate)", ["outcome"])
 BATCH_SIZE = Histogram(
     "productgraph_gateway_batch_events", "events per request", buckets=(1, 5, 20, 50, 100, 250, 500, 1000)
 )
-PRODUCE_SECONDS = Histogram("productgraph_gateway_produce_seconds", "time until Kafka acknowledged a batch")
+PRODUCE_SECONDS = Histogram(
+    "productgraph_gateway_produce_seconds",
+    "time until Kafka acknowledged a request's records",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+UNKNOWN_FIELDS = Counter(
+    "productgraph_gateway_unknown_fields_total", "unknown event keys kept as extra attributes (newer SDKs)"
+)
+IN_FLIGHT = Gauge("productgraph_gateway_in_flight_requests", "ingest requests being handled")
+ADMISSION_FAILURES = Counter(
+    "productgraph_gateway_admission_unavailable_total",
+    "requests admitted without rate limit and dedup because Redis did not answer",
+)

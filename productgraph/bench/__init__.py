@@ -15,3 +15,6 @@ def bench() -> None:
 from productgraph.bench.query import query as _query  # noqa: E402
 
 bench.add_command(_query)
+from productgraph.bench.ingest import ingest as _ingest  # noqa: E402
+
+bench.add_command(_ingest)

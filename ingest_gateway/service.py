@@ -1,0 +1,293 @@
+"""One ``POST /v1/events`` request from headers and body chunks to a :class:`Reply` (no web framework).
+
+Order; each step may end the request, and nothing is accepted unless the last one is reached:
+
+1. in-flight bound: more than ``max_in_flight_requests`` at once → 503 + Retry-After (memory and latency
+   stay bounded under overload; nothing has been read yet); step 6 adds a bound on the decompressed
+   bodies held at once (``max_in_flight_body_bytes``), so a burst of large batches degrades to 503 too
+2. API key present (``X-PG-API-Key`` or ``Authorization: Bearer``) → else 401
+3. ``Content-Type`` JSON (or ``text/plain``, what ``navigator.sendBeacon`` sends) → else 415
+4. key lookup through the TTL cache → 503 when the key store is down, 401 when unknown or revoked
+5. the project's CORS allow-list, for browser requests (with ``Origin``) → else 401
+6. body read within ``max_body_bytes`` while decompressing → 413 / 415 / 400
+7. JSON object with an ``events`` list of at most 1000 → else 400
+8. per-event validation (:mod:`schemas.ingest`); repeated ids within the batch count as duplicates
+9. admission (:mod:`ingest_gateway.admission`, one Redis round trip): rate limit → 429 + Retry-After;
+   dedup claims (SEEN ids are duplicates, not republished)
+10. publish and wait for acks=all (:mod:`ingest_gateway.publisher`) → 503 + Retry-After; the claims stay
+    unconfirmed, so they do not count and the SDK's retry is published
+11. 202 ``{"accepted", "rejected", "duplicates", "errors"}``; the request's token is confirmed in Redis
+    after the answer (one ``SET``), which makes its event ids count as seen.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import os
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import orjson
+
+from ingest_gateway import metrics
+from ingest_gateway.admission import AdmissionStore, AdmissionUnavailable, Verdict
+from ingest_gateway.body import BodyTooLarge, UnsupportedEncoding, read_body
+from ingest_gateway.cors import cors_headers
+from ingest_gateway.keys import KeyCache
+from ingest_gateway.policy import ProjectPolicy
+from ingest_gateway.publisher import PublishFailed
+from ingest_gateway.settings import GatewaySettings
+from productgraph.db import KeyInfo
+from schemas.ingest import (
+    MAX_EVENT_BYTES,
+    BatchError,
+    IngestContext,
+    request_skew_ms,
+    validate_batch_shape,
+    validate_events,
+)
+from schemas.records import EventRecord
+
+__all__ = ["IngestService", "Publisher", "Reply", "ResolvedKey"]
+
+log = logging.getLogger("productgraph.gateway")
+
+_JSON_TYPES = frozenset({"application/json", "text/plain", ""})
+
+
+class Publisher(Protocol):
+    async def publish(self, records: Sequence[EventRecord]) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class ResolvedKey:
+    info: KeyInfo
+    policy: ProjectPolicy
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    status: int
+    body: dict[str, Any]
+    headers: dict[str, str] = field(default_factory=dict)
+
+    def encode(self) -> bytes:
+        return orjson.dumps(self.body)
+
+
+def api_key_of(headers: Mapping[str, str]) -> str | None:
+    key = headers.get("x-pg-api-key")
+    if key and key.strip():
+        return key.strip()
+    auth = headers.get("authorization", "")
+    if auth[:7].lower() == "bearer ":
+        return auth[7:].strip() or None
+    return None
+
+
+class IngestService:
+    def __init__(
+        self,
+        settings: GatewaySettings,
+        keys: KeyCache[ResolvedKey],
+        admission: AdmissionStore,
+        publisher: Publisher,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._s = settings
+        self._keys = keys
+        self._admission = admission
+        self._publisher = publisher
+        self._clock = clock
+        self._in_flight = 0
+        self._body_bytes = 0  # decompressed bodies of the requests being processed
+        self._tokens = itertools.count()
+        self._token_prefix = f"{os.getpid():x}.{os.urandom(4).hex()}."
+        self._background: set[asyncio.Task[None]] = set()
+        self._warned: dict[str, float] = {}
+
+    async def ingest(self, headers: Mapping[str, str], chunks: AsyncIterator[bytes]) -> Reply:
+        """``headers`` with lower-case names; ``chunks`` the (possibly compressed) body."""
+        if self._in_flight >= self._s.max_in_flight_requests:
+            reply = self._reply(503, {"error": "gateway overloaded, retry later", "accepted": 0}, retry_after=1)
+        else:
+            self._in_flight += 1
+            metrics.IN_FLIGHT.inc()
+            try:
+                reply = await self._ingest(headers, chunks)
+            finally:
+                self._in_flight -= 1
+                metrics.IN_FLIGHT.dec()
+        if origin := headers.get("origin"):  # so that a browser SDK can read every answer, Retry-After too
+            reply.headers.update(cors_headers(origin))
+        return reply
+
+    async def drain(self) -> None:
+        """Wait for the dedup confirmations still running (shutdown)."""
+        if self._background:
+            await asyncio.gather(*self._background, return_exceptions=True)
+
+    def _warn(self, what: str, exc: BaseException) -> None:
+        """A warning per kind of failure at most every 5 s (an outage must not flood the log)."""
+        now = time.monotonic()
+        if now >= self._warned.get(what, 0.0):
+            self._warned[what] = now + 5.0
+            log.warning("%s: %s", what, exc)
+
+    def _reply(self, status: int, body: dict[str, Any], retry_after: float | None = None) -> Reply:
+        metrics.REQUESTS.labels(status=str(status)).inc()
+        headers = {} if retry_after is None else {"Retry-After": str(max(1, int(retry_after + 0.999)))}
+        return Reply(status, body, headers)
+
+    async def _ingest(self, headers: Mapping[str, str], chunks: AsyncIterator[bytes]) -> Reply:
+        received_ms = int(self._clock() * 1000)
+        s = self._s
+        key = api_key_of(headers)
+        if key is None:
+            return self._reply(401, {"error": "missing API key: send X-PG-API-Key or Authorization: Bearer"})
+        ctype = headers.get("content-type", "").split(";", 1)[0].strip().lower()
+        if ctype not in _JSON_TYPES:
+            return self._reply(415, {"error": f"content type {ctype[:100]!r} is not supported; send application/json"})
+        try:
+            resolved = await self._keys.get(key)
+        except Exception as exc:
+            self._warn("key store unavailable", exc)
+            return self._reply(503, {"error": "key store unavailable", "accepted": 0}, s.retry_after_s)
+        if resolved is None:
+            return self._reply(401, {"error": "unknown or revoked API key"})
+        origin = headers.get("origin")
+        if origin and not resolved.policy.origin_allowed(origin.rstrip("/")):
+            return self._reply(401, {"error": f"origin {origin[:200]!r} is not allowed for this API key's project"})
+
+        encoding = headers.get("content-encoding", "")
+        length = headers.get("content-length", "")
+        if encoding.strip().lower() in ("", "identity") and length.isdigit() and int(length) > s.max_body_bytes:
+            return self._reply(413, {"error": f"body larger than {s.max_body_bytes} bytes"})
+        try:
+            async with asyncio.timeout(s.body_timeout_s):  # a slow upload must not hold its slot forever
+                body = await read_body(chunks, encoding, s.max_body_bytes)
+        except TimeoutError:
+            return self._reply(400, {"error": f"body: not received within {s.body_timeout_s:g} s"})
+        except BodyTooLarge:
+            return self._reply(413, {"error": f"body larger than {s.max_body_bytes} bytes"})
+        except UnsupportedEncoding as exc:
+            return self._reply(415, {"error": f"content encoding {str(exc)[:50]!r} is not supported; use gzip or zstd"})
+        except ValueError as exc:
+            return self._reply(400, {"error": str(exc)})
+        if self._body_bytes + len(body) > s.max_in_flight_body_bytes and self._body_bytes:
+            return self._reply(503, {"error": "gateway overloaded, retry later", "accepted": 0}, retry_after=1)
+        self._body_bytes += len(body)
+        try:
+            return await self._process(body, received_ms, resolved)
+        finally:
+            self._body_bytes -= len(body)
+
+    async def _process(self, body: bytes, received_ms: int, resolved: ResolvedKey) -> Reply:
+        s, info, policy = self._s, resolved.info, resolved.policy
+        try:
+            payload = orjson.loads(body)
+            events = validate_batch_shape(payload)
+        except orjson.JSONDecodeError:
+            return self._reply(400, {"error": "body: invalid JSON"})
+        except BatchError as exc:
+            return self._reply(400, {"error": str(exc)})
+
+        skew = request_skew_ms(payload.get("sent_at"), received_ms)
+        ctx = IngestContext(
+            info.org_id,
+            info.project_id,
+            info.project_slug,
+            received_ms,
+            skew or 0,
+            s.fill_missing_timestamp,
+            check_event_size=len(body) > MAX_EVENT_BYTES,
+        )
+        records, errors = validate_events(events, ctx)
+        metrics.BATCH_SIZE.observe(len(events))
+        unique, duplicates = _unique(records)
+        return await self._admit_and_publish(info.project_id, policy, unique, duplicates, errors)
+
+    async def _admit_and_publish(
+        self, project_id: str, policy: ProjectPolicy, records: list[EventRecord], duplicates: int, errors: list[Any]
+    ) -> Reply:
+        ids = [r.event_id for r in records]
+        token = self._token_prefix + str(next(self._tokens))
+        verdicts: Sequence[int] = ()
+        admitted = False
+        if records:
+            try:
+                admission = await self._admission.admit(
+                    project_id,
+                    rate_per_s=policy.rate_per_s,
+                    burst=policy.burst,
+                    cost=len(records),
+                    event_ids=ids if policy.dedup_window_s else (),
+                    token=token,
+                    window_s=policy.dedup_window_s,
+                    now_ms=int(self._clock() * 1000),
+                )
+            except AdmissionUnavailable as exc:
+                metrics.ADMISSION_FAILURES.inc()
+                self._warn("redis unavailable, admitting without rate limit and dedup", exc)
+            else:
+                if not admission.granted:
+                    body = {"error": "project over its rate limit, retry later", "accepted": 0}
+                    return self._reply(429, body, admission.retry_after_s)
+                admitted, verdicts = True, admission.verdicts
+        if admitted and policy.dedup_window_s:
+            publish = [r for r, v in zip(records, verdicts, strict=True) if v != Verdict.SEEN]
+            duplicates += len(records) - len(publish)
+        else:
+            publish = records
+
+        started = time.perf_counter()
+        try:
+            await self._publisher.publish(publish)
+        except PublishFailed as exc:
+            self._warn("publish failed", exc)
+            body = {"error": "event stream unavailable, retry later", "accepted": 0}
+            return self._reply(503, body, self._s.retry_after_s)
+        if publish:
+            metrics.PRODUCE_SECONDS.observe(time.perf_counter() - started)
+        if admitted and policy.dedup_window_s and publish:
+            self._spawn(self._admission.confirm(project_id, token, policy.dedup_window_s))
+        metrics.EVENTS.labels(outcome="accepted").inc(len(publish))
+        metrics.EVENTS.labels(outcome="rejected").inc(len(errors))
+        metrics.EVENTS.labels(outcome="duplicate").inc(duplicates)
+        if unknown := sum(len(r.extra) for r in publish):
+            metrics.UNKNOWN_FIELDS.inc(unknown)
+        return self._reply(
+            202,
+            {
+                "accepted": len(publish),
+                "rejected": len(errors),
+                "duplicates": duplicates,
+                "errors": [{"index": e.index, "error": e.error} for e in errors],
+            },
+        )
+
+    def _spawn(self, work: Awaitable[None]) -> None:
+        async def run() -> None:
+            try:
+                await work
+            except AdmissionUnavailable as exc:  # unconfirmed claims do not count: a retry is republished
+                self._warn("dedup confirmation skipped", exc)
+
+        task = asyncio.get_running_loop().create_task(run())
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+
+def _unique(records: list[EventRecord]) -> tuple[list[EventRecord], int]:
+    """The first record of each event id; later repeats within one batch are duplicates."""
+    seen: set[str] = set()
+    out: list[EventRecord] = []
+    for r in records:
+        if r.event_id not in seen:
+            seen.add(r.event_id)
+            out.append(r)
+    return out, len(records) - len(out)
