@@ -1,4 +1,4 @@
-"""ClickHouse row shapes: the explicit column list of ``events`` and the record → row mapping (pure)."""
+"""ClickHouse row shapes: the explicit column lists of ``events`` and ``sessions`` and the mappings to rows (pure)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,16 @@ import orjson
 
 from schemas.fields import FIELDS, Kind
 from schemas.records import EventRecord
+from schemas.sessions import SessionSummary
 
-__all__ = ["EVENT_COLUMNS", "event_row", "events_table_columns_sql"]
+__all__ = [
+    "EVENT_COLUMNS",
+    "SESSION_COLUMNS",
+    "event_row",
+    "events_table_columns_sql",
+    "session_row",
+    "session_tombstone_row",
+]
 
 _BASE_COLUMNS: tuple[tuple[str, str], ...] = (
     ("org_id", "UUID"),
@@ -68,3 +76,67 @@ def event_row(rec: EventRecord) -> list[Any]:
     row.append(_map(rec.metadata))
     row.append(_map(rec.extra))
     return row
+
+
+# ``sessions`` (deploy/clickhouse/0002_sessions.sql): one row per (session, segment) and version.
+SESSION_COLUMNS: tuple[str, ...] = (
+    "org_id",
+    "project_id",
+    "session_id",
+    "segment",
+    "version",
+    "is_deleted",
+    "started_at",
+    "ended_at",
+    "duration_ms",
+    "entry_page",
+    "exit_page",
+    "page_views",
+    "unique_pages",
+    "event_count",
+    "error_count",
+    "user_id",
+    "device",
+    "browser",
+    "os",
+    "journey_id",
+    "last_journey_step_id",
+    "conversion_status",
+)
+
+
+def session_row(org_id: str, project_id: str, session_id: str, s: SessionSummary, version: int) -> list[Any]:
+    """One ``sessions`` row in :data:`SESSION_COLUMNS` order; journey fields stay empty (the journey matcher's)."""
+    return [
+        org_id,
+        project_id,
+        session_id,
+        s.segment,
+        version,
+        0,
+        _ms(s.started_ms),
+        _ms(s.ended_ms),
+        s.duration_ms,
+        s.entry_page,
+        s.exit_page,
+        s.page_views,
+        s.unique_pages,
+        s.event_count,
+        s.error_count,
+        s.user_id,
+        s.device,
+        s.browser,
+        s.os,
+        "",
+        "",
+        "",
+    ]
+
+
+def session_tombstone_row(
+    org_id: str, project_id: str, session_id: str, segment: int, version: int, at_ms: int
+) -> list[Any]:
+    """Hides ``segment`` (``is_deleted = 1``): a late event merged it into an earlier one.  ``at_ms`` (the
+    session's newest event) dates the row so that the table TTL never drops it before the rows it hides."""
+    at = _ms(at_ms)
+    return [org_id, project_id, session_id, segment, version, 1, at, at, 0, "", "", 0, 0, 0, 0, *[""] * 7]

@@ -1,4 +1,10 @@
-"""Prometheus metrics of a processor worker."""
+"""Prometheus metrics of a processor worker (served on ``/metrics`` by :mod:`stream_processors.ops`).
+
+Records per second is ``rate(productgraph_processor_records_total[1m])``.  Consumer lag is computed by
+the runner without the broker's "latest offset" answer (wrong on the local Tansu broker): per partition,
+``max(high watermark carried by fetch responses, highest offset fetched + 1) - committed offset``; see
+``BatchRunner.lag``.
+"""
 
 from prometheus_client import Counter, Gauge, Histogram
 
@@ -13,3 +19,16 @@ BATCH_RECORDS = Histogram(
     buckets=(1, 10, 100, 1000, 5000, 10000, 50000),
 )
 COMMITTED = Gauge("productgraph_processor_committed_offset", "last committed offset", ["kind", "partition"])
+LAG = Gauge(
+    "productgraph_processor_consumer_lag",
+    "records of the partition not yet committed by this group (fetch high watermark or last fetched + 1, "
+    "minus the committed offset)",
+    ["kind", "partition"],
+)
+PAUSED = Gauge("productgraph_processor_paused", "1 while consumption is paused because a sink is failing", ["kind"])
+SESSION_ROWS = Counter("productgraph_processor_session_rows_total", "rows written to ClickHouse sessions", ["kind"])
+SESSION_EVENTS_NOT_APPLIED = Counter(
+    "productgraph_processor_session_events_not_applied_total",
+    "events older than their session's live state: stored in the warehouse, not applied to session rows",
+    ["kind"],
+)

@@ -1,19 +1,39 @@
 """The consumer loop every processor kind runs: fetch → decode → add to sinks → flush → commit.
 
-Lifecycle (one asyncio task per process):
-- ``getmany`` fetches records; each is decoded with ``schemas``; an undecodable or unprocessable record
-  goes to the dead-letter topic (acknowledged by Kafka) with the error and origin in headers.
+Lifecycle (one asyncio task per process; :mod:`stream_processors.ops` serves /metrics, /health, /ready):
+
+- ``getmany`` fetches records; each is decoded with ``schemas`` and added to every sink with its origin
+  (partition, offset).  A record that cannot be decoded or that a sink refuses goes to the dead-letter
+  topic (acknowledged by Kafka) with the error and origin in headers, and counts as processed.
 - When the batch holds ``batch_max_records`` or its first record is ``batch_max_age_s`` old, every sink
-  flushes; only then are the offsets (last + 1 per partition) committed.  Nothing is committed that is
-  not durable, so a SIGKILL at any moment means redelivery, never loss; sinks are idempotent.
-- A failing flush pauses all partitions and retries with backoff (polling with no data, so the group
-  membership stays alive) until the sink answers; nothing is dropped and no memory grows meanwhile.
+  flushes, in order; only then are the offsets (last + 1 per partition) committed.  Nothing is committed
+  that is not durable, so a SIGKILL at any moment means redelivery, never loss; sinks are idempotent.
+- Adding and flushing hold one lock: the revocation callback (run by aiokafka's coordinator task, between
+  two ``getmany`` calls of this loop) flushes and commits exactly what was added, never half a fetch.
+  Records of a partition revoked meanwhile are skipped: the new owner reads them from the commit.
+- A failing flush or commit pauses every assigned partition (no fetching, so memory stays bounded) and
+  retries with exponential backoff until it succeeds, then resumes; the caller of ``flush`` is blocked
+  meanwhile (backpressure), nothing is dropped.  aiokafka's heartbeat task keeps the group membership
+  alive; an outage longer than ``max_poll_interval_ms`` (10 min) makes the member leave the group, and
+  the next owner replays what was not committed.
 - On partition revocation and on SIGTERM/SIGINT the batch is flushed and committed before letting go.
 
-faust-streaming acknowledges an event when the agent has iterated past it, not when a batched sink has
-stored it, so "commit only after the ClickHouse flush" cannot be expressed there; this loop is written on
-aiokafka directly, in the shape of faust's workers (one process per kind, consumer groups, scale by
-starting processes up to the partition count).
+Consumer lag (``productgraph_processor_consumer_lag``) is ``max(fetch high watermark, last fetched + 1) -
+committed`` per partition.  It never asks for the "latest offset" (ListOffsets), which the local Tansu
+broker answers wrongly (start of the last batch + 1); the high watermark that comes back with every fetch
+response is right there (tests/integration/test_processor_ops.py checks it).
+
+Why aiokafka and not faust-streaming (the design card's choice).  Measured on faust-streaming 0.15
+(tests/unit/test_runner_faust.py): an agent iterating ``stream.take_events(n, within)`` gets its batch
+acked only when it asks for the next one, i.e. after the body, so a ClickHouse flush in the body *does*
+precede the ack (and ``noack_take`` + ``Stream.ack`` give manual acks).  What faust does not give us:
+the ack of a ``take``/``take_events`` batch sits in a ``finally``, so a body that raises (a sink down)
+has its unstored batch acked and later committed by faust's commit timer; a faust sink must therefore
+never raise, which is this loop's retry anyway.  Offsets are committed on faust's schedule
+(``broker_commit_every``/interval), pausing partitions on backpressure, flushing our buffer on
+revocation and reporting lag without ListOffsets would all be written against faust internals, and mode
+adds an untyped service framework.  This loop keeps faust's worker shape (one process per kind, one
+consumer group per kind, scale by processes up to the partition count) in one module of aiokafka.
 """
 
 from __future__ import annotations
@@ -23,48 +43,71 @@ import contextlib
 import logging
 import signal
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import CommitFailedError, IllegalStateError
 from aiokafka.structs import ConsumerRecord
 
-from schemas.records import EventRecord, RecordDecodeError
+from schemas.records import EventRecord
 from schemas.topics import DEAD_LETTERS, EVENTS
 from stream_processors import metrics
 from stream_processors.settings import ProcessorSettings
-from stream_processors.sinks import Sink
+from stream_processors.sinks import Origin, Sink
 
-__all__ = ["BatchRunner"]
+__all__ = ["BatchRunner", "consumer_lag", "install_signal_handlers"]
 
 log = logging.getLogger("productgraph.processor")
+
+
+def consumer_lag(highwater: int | None, fetched_next: int | None, committed: int | None) -> int | None:
+    """Records of a partition not yet committed: ``max(highwater, last fetched + 1) - committed``.
+
+    ``highwater`` comes with fetch responses (None before the first one); ``fetched_next`` is the highest
+    offset fetched + 1; ``committed`` is the group's offset (None: nothing committed, counted from 0).
+    """
+    known = [v for v in (highwater, fetched_next) if v is not None]
+    if not known:
+        return None
+    return max(0, max(known) - (committed or 0))
 
 
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
     def __init__(self, runner: BatchRunner) -> None:
         self._runner = runner
 
-    async def on_partitions_revoked(self, revoked: Sequence[TopicPartition]) -> None:
-        await self._runner.flush_and_commit(reason="revoke")
+    async def on_partitions_revoked(self, revoked: Collection[TopicPartition]) -> None:
+        await self._runner.flush_and_commit(reason="revoke", owned=set(revoked))
+        self._runner.forget(revoked)
 
-    async def on_partitions_assigned(self, assigned: Sequence[TopicPartition]) -> None:
-        log.info("assigned partitions %s", sorted(tp.partition for tp in assigned))
+    async def on_partitions_assigned(self, assigned: Collection[TopicPartition]) -> None:
+        await self._runner.on_assigned(assigned)
 
 
 class BatchRunner:
-    def __init__(self, kind: str, sinks: Sequence[Sink], settings: ProcessorSettings) -> None:
+    def __init__(
+        self, kind: str, sinks: Sequence[Sink], settings: ProcessorSettings, *, topic: str = EVENTS.name
+    ) -> None:
         self.kind = kind
-        self.group_id = f"productgraph-{kind}"
+        self.topic = topic  # another topic of event records: tests isolate themselves with their own
+        self.group_id = f"{settings.consumer_group_prefix}-{kind}"
         self._sinks = list(sinks)
         self._s = settings
         self._consumer: AIOKafkaConsumer | None = None
         self._dlq: AIOKafkaProducer | None = None
         self._offsets: dict[TopicPartition, int] = {}
+        self._fetched_next: dict[TopicPartition, int] = {}
+        self._committed: dict[TopicPartition, int | None] = {}
         self._batch_started: float | None = None
         self._batch_records = 0
         self._lock = asyncio.Lock()
         self._stopping = asyncio.Event()
-        self.healthy = True
+        self._records = metrics.RECORDS.labels(kind=kind)
+        self.running = False  # between start and stop of the consumer
+        self.finished = False  # run() returned or raised: the worker is no longer alive
+        self.joined = False  # received an assignment (possibly empty) from the group
+        self.healthy = True  # False while a flush or commit is being retried
+        self.commits: list[str] = []  # reasons of the commits made (last 100), for tests and logs
 
     def request_stop(self) -> None:
         self._stopping.set()
@@ -74,7 +117,7 @@ class BatchRunner:
         self._consumer = AIOKafkaConsumer(
             bootstrap_servers=s.kafka_bootstrap,
             group_id=self.group_id,
-            client_id=f"productgraph-{self.kind}",
+            client_id=self.group_id,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             max_poll_records=s.batch_max_records,
@@ -82,21 +125,36 @@ class BatchRunner:
             session_timeout_ms=10_000,
             heartbeat_interval_ms=2_000,
         )
-        self._dlq = AIOKafkaProducer(bootstrap_servers=s.kafka_bootstrap, acks="all", client_id="productgraph-dlq")
-        self._consumer.subscribe([EVENTS.name], listener=_Rebalance(self))
-        await self._consumer.start()
-        await self._dlq.start()
-        log.info("%s processor started (group %s)", self.kind, self.group_id)
+        self._dlq = AIOKafkaProducer(
+            bootstrap_servers=s.kafka_bootstrap,
+            acks="all",
+            enable_idempotence=s.kafka_idempotence,
+            client_id=f"{self.group_id}-dlq",
+        )
+        self._consumer.subscribe([self.topic], listener=_Rebalance(self))
         try:
+            await self._consumer.start()
+            await self._dlq.start()
+            self.running = True
+            log.info("%s processor started (group %s)", self.kind, self.group_id)
             while not self._stopping.is_set():
                 batch = await self._consumer.getmany(timeout_ms=100, max_records=s.batch_max_records)
-                for tp, messages in batch.items():
-                    for msg in messages:
-                        await self._add(tp, msg)
+                async with self._lock:
+                    owned = self._consumer.assignment()
+                    for tp, messages in batch.items():
+                        if tp not in owned:
+                            continue
+                        for msg in messages:
+                            await self._add(tp, msg)
+                        self._fetched_next[tp] = messages[-1].offset + 1
+                        self._records.inc(len(messages))
+                    self._report_lag()
                 if self._due():
                     await self.flush_and_commit(reason="batch")
             await self.flush_and_commit(reason="shutdown")
         finally:
+            self.running = False
+            self.finished = True
             with contextlib.suppress(Exception):
                 await self._consumer.stop()
             with contextlib.suppress(Exception):
@@ -104,17 +162,19 @@ class BatchRunner:
             log.info("%s processor stopped", self.kind)
 
     async def _add(self, tp: TopicPartition, msg: ConsumerRecord) -> None:
+        origin = Origin(msg.partition, msg.offset)
         try:
             record = EventRecord.decode(msg.value)
             for sink in self._sinks:
-                sink.add(record)
-        except (RecordDecodeError, ValueError, TypeError) as exc:
+                sink.add(record, origin)
+        except Exception as exc:  # RecordDecodeError, or a sink refusing this record: never a crash
+            # Sinks convert before they append, so the one that raised holds nothing of this record (an
+            # earlier sink may: harmless, sinks are idempotent and a replay of the dead letter is too).
             await self._dead_letter(msg, exc)
         if self._batch_started is None:
             self._batch_started = time.monotonic()
         self._batch_records += 1
         self._offsets[tp] = msg.offset + 1
-        metrics.RECORDS.labels(kind=self.kind).inc()
 
     def _due(self) -> bool:
         if self._batch_started is None:
@@ -125,9 +185,8 @@ class BatchRunner:
         )
 
     async def _dead_letter(self, msg: ConsumerRecord, exc: Exception) -> None:
-        assert self._dlq is not None
         headers = [
-            ("error", str(exc)[:1000].encode()),
+            ("error", f"{type(exc).__name__}: {exc}"[:1000].encode()),
             ("origin.topic", msg.topic.encode()),
             ("origin.partition", str(msg.partition).encode()),
             ("origin.offset", str(msg.offset).encode()),
@@ -141,25 +200,29 @@ class BatchRunner:
         assert self._dlq is not None
         await self._dlq.send_and_wait(DEAD_LETTERS.name, value=msg.value, key=msg.key, headers=headers)
 
-    async def flush_and_commit(self, reason: str) -> None:
-        """Make every sink durable, then commit.  Serialised: the revoke callback may race the loop."""
+    async def flush_and_commit(self, reason: str, owned: set[TopicPartition] | None = None) -> None:
+        """Make every sink durable, then commit the offsets of the partitions still ``owned`` (default:
+        the current assignment).  Serialised with adding by the lock."""
         async with self._lock:
             if not self._offsets:
                 return
             started = time.perf_counter()
             for sink in self._sinks:
                 await self._retry(sink.flush, sink.name)
-            offsets, self._offsets = self._offsets, {}
             consumer = self._consumer
             assert consumer is not None
-            await self._retry(lambda: self._commit(consumer, offsets), "kafka commit")
+            mine = owned if owned is not None else consumer.assignment()
+            offsets = {tp: o for tp, o in self._offsets.items() if tp in mine}
+            self._offsets = {}
+            if offsets:
+                await self._retry(lambda: self._commit(consumer, offsets), "kafka commit")
             metrics.BATCH_SECONDS.labels(kind=self.kind).observe(time.perf_counter() - started)
             metrics.BATCH_RECORDS.labels(kind=self.kind).observe(self._batch_records)
-            for tp, offset in offsets.items():
-                metrics.COMMITTED.labels(kind=self.kind, partition=str(tp.partition)).set(offset)
+            self.commits = [*self.commits[-99:], reason]
             log.debug("%s: committed %d records (%s)", self.kind, self._batch_records, reason)
             self._batch_records = 0
             self._batch_started = None
+            self._report_lag()
 
     async def _commit(self, consumer: AIOKafkaConsumer, offsets: dict[TopicPartition, int]) -> None:
         try:
@@ -168,27 +231,80 @@ class BatchRunner:
             # The partitions moved to another member: it will redeliver from the last commit, and every
             # sink is idempotent, so giving these offsets up is safe (and retrying could never succeed).
             log.warning("%s: commit refused after rebalance (%s); the new owner replays", self.kind, exc)
+            return
+        for tp, offset in offsets.items():
+            self._committed[tp] = offset
+            metrics.COMMITTED.labels(kind=self.kind, partition=str(tp.partition)).set(offset)
 
-    async def _retry(self, action: object, what: str) -> None:
+    async def on_assigned(self, assigned: Collection[TopicPartition]) -> None:
+        self.joined = True
+        log.info("%s: assigned partitions %s", self.kind, sorted(tp.partition for tp in assigned))
+        consumer = self._consumer
+        assert consumer is not None
+        for tp in assigned:
+            with contextlib.suppress(Exception):
+                self._committed[tp] = await consumer.committed(tp)
+
+    def forget(self, revoked: Collection[TopicPartition]) -> None:
+        for tp in revoked:
+            self._fetched_next.pop(tp, None)
+            self._committed.pop(tp, None)
+            with contextlib.suppress(KeyError):
+                metrics.LAG.remove(self.kind, str(tp.partition))
+
+    def assigned(self) -> list[int]:
+        """Partitions this runner owns now."""
+        consumer = self._consumer
+        return sorted(tp.partition for tp in consumer.assignment()) if consumer is not None else []
+
+    def lag(self) -> dict[int, int]:
+        """Consumer lag per assigned partition (see :func:`consumer_lag`)."""
+        consumer = self._consumer
+        if consumer is None:
+            return {}
+        out: dict[int, int] = {}
+        for tp in consumer.assignment():
+            value = consumer_lag(consumer.highwater(tp), self._fetched_next.get(tp), self._committed.get(tp))
+            if value is not None:
+                out[tp.partition] = value
+        return out
+
+    def _report_lag(self) -> None:
+        for partition, value in self.lag().items():
+            metrics.LAG.labels(kind=self.kind, partition=str(partition)).set(value)
+
+    async def readiness(self) -> dict[str, bool]:
+        """What ``/ready`` reports: the consumer joined its group, no flush is failing, every sink answers."""
+        checks = {"consumer": self.running and self.joined, "flowing": self.healthy}
+        for sink in self._sinks:
+            try:
+                checks[sink.name] = await asyncio.wait_for(sink.ping(), timeout=2.0)
+            except Exception:
+                checks[sink.name] = False
+        return checks
+
+    async def _retry(self, action: Callable[[], Awaitable[None]], what: str) -> None:
         """Run ``action`` until it succeeds, pausing consumption meanwhile (backpressure, not a busy loop)."""
-        delay = 0.2
-        paused = False
+        delay = min(0.2, self._s.retry_max_backoff_s)
+        paused: set[TopicPartition] = set()
         while True:
             try:
-                await action()  # type: ignore[operator]
+                await action()
                 break
             except Exception as exc:
                 self.healthy = False
                 metrics.SINK_ERRORS.labels(kind=self.kind, sink=what).inc()
                 log.warning("%s failed (%s); retrying in %.1fs", what, exc, delay)
                 if self._consumer is not None and not paused and self._consumer.assignment():
-                    self._consumer.pause(*self._consumer.assignment())
-                    paused = True
+                    paused = set(self._consumer.assignment())
+                    self._consumer.pause(*paused)
+                    metrics.PAUSED.labels(kind=self.kind).set(1)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, self._s.retry_max_backoff_s)
         self.healthy = True
         if paused and self._consumer is not None:
-            self._consumer.resume(*self._consumer.assignment())
+            self._consumer.resume(*(paused & self._consumer.assignment()))
+            metrics.PAUSED.labels(kind=self.kind).set(0)
 
 
 def install_signal_handlers(runner: BatchRunner) -> None:

@@ -12,5 +12,17 @@ class ProcessorSettings(ServerSettings):
     batch_max_age_s: float = Field(1.0, description="... or when its oldest record is this old")
     metrics_port: int = Field(0, description="port of /metrics, /health and /ready (0: none)")
     metrics_host: str = "127.0.0.1"
+    consumer_group_prefix: str = Field(
+        "productgraph", description="consumer group of a kind: <prefix>-<kind> (one group per kind)"
+    )
+    session_timeout_minutes: int = Field(
+        30, description="inactivity that ends a session segment, for projects without their own setting"
+    )
+    session_max_hours: float = Field(24.0, description="a segment ends at this length")
     session_ttl_s: int = Field(35 * 60, description="TTL of live session keys in Redis (timeout + 5 min)")
+    session_late_horizon_s: int = Field(
+        24 * 3600,
+        description="closed segments ending this long before a session's newest event are sealed (final): "
+        "bounds the live state of long-lived session ids; later events into them count in the warehouse only",
+    )
     retry_max_backoff_s: float = 5.0

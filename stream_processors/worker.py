@@ -1,4 +1,9 @@
-"""``productgraph processor <kind>``: build the sinks of a kind and run its consumer loop until SIGTERM."""
+"""``productgraph processor <kind>``: build the sinks of a kind and run its consumer loop until SIGTERM.
+
+Each kind is its own consumer group (``<PG_CONSUMER_GROUP_PREFIX>-<kind>``): it sees every event and
+scales independently.  A new kind is one entry in :data:`KINDS` (and its name in
+``stream_processors.KIND_NAMES``): a function from settings to the kind's sinks, flushed in list order.
+"""
 
 from __future__ import annotations
 
@@ -7,17 +12,28 @@ import logging
 from collections.abc import Callable
 
 import redis.asyncio as aioredis
-from prometheus_client import start_http_server
 
 from productgraph.connections import clickhouse_client
 from stream_processors import KIND_NAMES
+from stream_processors.ops import OpsServer
 from stream_processors.runner import BatchRunner, install_signal_handlers
+from stream_processors.session_store import ClickHouseSegmentIndex, RedisSessionStore
+from stream_processors.sessionize import MINUTE_MS, SessionPolicy
+from stream_processors.sessions import SessionSink, fixed_policy
 from stream_processors.settings import ProcessorSettings
-from stream_processors.sinks import ClickHouseEventSink, RedisSessionSink, Sink
+from stream_processors.sinks import ClickHouseEventSink, ClickHouseWriter, Sink
 
-__all__ = ["KINDS", "run_worker"]
+__all__ = ["KINDS", "default_policy", "run_worker"]
 
 log = logging.getLogger("productgraph.processor")
+
+
+def default_policy(s: ProcessorSettings) -> SessionPolicy:
+    return SessionPolicy(
+        timeout_ms=s.session_timeout_minutes * MINUTE_MS,
+        max_length_ms=int(s.session_max_hours * 60 * MINUTE_MS),
+        late_horizon_ms=s.session_late_horizon_s * 1000,
+    )
 
 
 def _warehouse(s: ProcessorSettings) -> list[Sink]:
@@ -25,15 +41,25 @@ def _warehouse(s: ProcessorSettings) -> list[Sink]:
 
 
 def _sessions(s: ProcessorSettings) -> list[Sink]:
-    return [
-        RedisSessionSink(aioredis.from_url(s.redis_url, socket_timeout=5, socket_connect_timeout=5), s.session_ttl_s)
-    ]
+    ch = clickhouse_client(s.clickhouse_url, compress=s.clickhouse_compress)
+    redis = aioredis.from_url(s.redis_url, socket_timeout=5, socket_connect_timeout=5)
+
+    def ttl_s(policy: SessionPolicy) -> int:
+        return max(s.session_ttl_s, policy.timeout_ms // 1000 + 300)
+
+    sink = SessionSink(
+        store=RedisSessionStore(redis),
+        index=ClickHouseSegmentIndex(ch),
+        writer=ClickHouseWriter(ch),
+        policy=fixed_policy(default_policy(s)),  # per-project session_timeout_minutes: see PolicySource
+        ttl_s=ttl_s,
+    )
+    return [sink]
 
 
-# Each kind is its own consumer group: it sees every event and scales independently.
 KINDS: dict[str, Callable[[ProcessorSettings], list[Sink]]] = {
     "warehouse": _warehouse,  # events → ClickHouse `events`
-    "sessions": _sessions,  # live sessions → Redis
+    "sessions": _sessions,  # sessions → Redis live state + ClickHouse `sessions`
 }
 assert tuple(KINDS) == KIND_NAMES
 
@@ -53,13 +79,17 @@ async def _build_sinks(kind: str, settings: ProcessorSettings) -> list[Sink]:
 async def _run(kind: str, settings: ProcessorSettings) -> None:
     runner = BatchRunner(kind, await _build_sinks(kind, settings), settings)
     install_signal_handlers(runner)
-    await runner.run()
+    ops = OpsServer(runner, settings.metrics_host, settings.metrics_port) if settings.metrics_port else None
+    if ops is not None:
+        await ops.start()
+    try:
+        await runner.run()
+    finally:
+        if ops is not None:
+            await ops.stop()
 
 
 def run_worker(kind: str, settings: ProcessorSettings | None = None) -> None:
     if kind not in KINDS:
         raise ValueError(f"unknown processor kind {kind!r}; choose one of {', '.join(KINDS)}")
-    s = settings or ProcessorSettings()
-    if s.metrics_port:
-        start_http_server(s.metrics_port, addr=s.metrics_host)
-    asyncio.run(_run(kind, s))
+    asyncio.run(_run(kind, settings or ProcessorSettings()))

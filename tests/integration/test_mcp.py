@@ -17,6 +17,7 @@ from schemas.ingest import IngestContext, validate_event
 from schemas.records import EventRecord
 from stream_processors.sinks import ClickHouseEventSink
 from tests.conftest import Servers
+from tests.integration.test_query_api import DAY, NEXT_DAY, T0
 
 pytestmark = pytest.mark.integration
 
@@ -35,11 +36,11 @@ def _payload(result: Any) -> dict[str, Any]:
 async def test_tools_match_graphql_and_stay_in_the_org(servers: Servers, tenant: dict[str, str]) -> None:
     from productgraph.connections import clickhouse_client
 
-    ctx = IngestContext(tenant["org_id"], tenant["project_id"], tenant["project_slug"], 1_764_064_900_000)
+    ctx = IngestContext(tenant["org_id"], tenant["project_id"], tenant["project_slug"], T0 + 10_000)
     sink = ClickHouseEventSink(clickhouse_client(servers.clickhouse_url))
     for i in range(7):
         raw = {"event_id": f"m{i}", "project_id": tenant["project_id"], "session.id": "mcp-s",
-               "event.type": "page.view", "event.timestamp": f"2025-11-25T10:00:0{i}Z"}  # fmt: skip
+               "event.type": "page.view", "event.timestamp": f"{DAY}T10:00:0{i}Z"}  # fmt: skip
         rec = validate_event(i, raw, ctx)
         assert isinstance(rec, EventRecord)
         sink.add(rec)
@@ -53,7 +54,7 @@ async def test_tools_match_graphql_and_stay_in_the_org(servers: Servers, tenant:
             via_mcp = _payload(
                 await client.call_tool("pg.get_session", {"project_id": tenant["project_slug"], "session_id": "mcp-s"})
             )
-            day = {"date_from": "2025-11-25T00:00:00Z", "date_to": "2025-11-26T00:00:00Z"}
+            day = {"date_from": f"{DAY}T00:00:00Z", "date_to": f"{NEXT_DAY}T00:00:00Z"}
             counts = _payload(await client.call_tool("pg.count_events", {"project_id": tenant["project_id"], **day}))
         other = bootstrap_org(servers.postgres_dsn, "MCP other", f"m{tenant['project_slug']}", "x", "x")
         async with Client(build_mcp_server(backends, stdio_token=other.admin_token)) as client:

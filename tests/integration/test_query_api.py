@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -18,7 +19,10 @@ from tests.conftest import Servers
 
 pytestmark = pytest.mark.integration
 
-T0 = 1_764_064_800_000  # 2025-11-25T10:00:00Z
+# Yesterday 10:00 UTC: inside the events table's retention TTL whatever day the suite runs.
+DAY = (datetime.now(UTC) - timedelta(days=1)).strftime("%Y-%m-%d")
+NEXT_DAY = (datetime.now(UTC)).strftime("%Y-%m-%d")
+T0 = int(datetime.fromisoformat(f"{DAY}T10:00:00+00:00").timestamp() * 1000)
 
 
 @pytest.fixture
@@ -40,7 +44,7 @@ async def _store(servers: Servers, tenant: dict[str, str], n: int, session: str)
     for i in range(n):
         raw = {"event_id": f"{session}-{i}", "project_id": tenant["project_id"], "session.id": session,
                "event.type": "page.view" if i % 2 == 0 else "ui.click",
-               "event.timestamp": f"2025-11-25T10:00:0{i}Z"}  # fmt: skip
+               "event.timestamp": f"{DAY}T10:00:0{i}Z"}  # fmt: skip
         rec = validate_event(i, raw, ctx)
         assert isinstance(rec, EventRecord)
         sink.add(rec)
@@ -61,7 +65,7 @@ async def test_counts_sessions_and_tenant_boundary(
 
     other = bootstrap_org(servers.postgres_dsn, "Other", f"o{tenant['project_slug']}", "Other", "other")
     await _store(servers, tenant, 5, "sess-a")
-    rng = 'from: "2025-11-25T00:00:00Z", to: "2025-11-26T00:00:00Z"'
+    rng = f'from: "{DAY}T00:00:00Z", to: "{NEXT_DAY}T00:00:00Z"'
     q = f'{{ events(projectId: "{tenant["project_id"]}", {rng}) {{ total byType {{ eventType count }} }} }}'
     body = await _gql(api, tenant["admin_token"], q)
     assert body["data"]["events"] == {
@@ -79,8 +83,8 @@ async def test_counts_sessions_and_tenant_boundary(
     )
     assert s["data"]["session"] == {
         "eventCount": 5,
-        "startedAt": "2025-11-25T10:00:00+00:00",
-        "endedAt": "2025-11-25T10:00:04+00:00",
+        "startedAt": f"{DAY}T10:00:00+00:00",
+        "endedAt": f"{DAY}T10:00:04+00:00",
         "durationMs": 4000,
     }
 

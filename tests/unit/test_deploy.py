@@ -280,7 +280,7 @@ def test_compose_environment_parses_in_each_services_settings(compose: Doc, monk
             assert "PG_POSTGRES_ADMIN_DSN" not in env, f"{name} must not see the schema owner's DSN"
         if name.startswith("processor-"):
             assert s.metrics_port == 9100
-            assert "9100/metrics" in " ".join(service["healthcheck"]["test"])
+            assert "9100/health" in " ".join(service["healthcheck"]["test"])
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -623,7 +623,8 @@ def test_workloads_are_sized_hardened_and_configured_from_one_image(
                 probe_port = container["livenessProbe"]["httpGet"]["port"]
                 ports = {p["name"]: p["containerPort"] for p in container["ports"]}
                 assert ports[probe_port] == settings.metrics_port and settings.metrics_host == "0.0.0.0"
-                assert container["readinessProbe"]["httpGet"]["path"] == "/metrics"
+                assert container["readinessProbe"]["httpGet"]["path"] == "/ready"  # sinks answer, partitions owned
+                assert container["livenessProbe"]["httpGet"]["path"] == "/health"
             if command == "migrate":
                 assert settings.kafka_replication_factor >= (3 if name != "dev" else 1)
     assert commands == SERVICE_COMMANDS
@@ -869,7 +870,8 @@ def clickhouse_log(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
 def test_migrate_clickhouse_single_node_sends_the_migration_files_as_written(clickhouse_log: list[str]) -> None:
     applied = migrate.migrate_clickhouse("http://u:p@ch:8123/db")
-    assert applied == ["clickhouse 0001_events"]
+    files = migrate.load_migrations(DEPLOY / "clickhouse")
+    assert applied == [f"clickhouse {m.version:04d}_{m.name}" for m in files]
     assert clickhouse_log[0] == "CREATE DATABASE IF NOT EXISTS `db`"
     assert clickhouse_log[1] == ledger_table(None)
     assert clickhouse_log[3] == migrate.split_statements(EVENTS_SQL)[0]
@@ -879,9 +881,11 @@ def test_migrate_clickhouse_cluster_mode_renders_every_statement(clickhouse_log:
     migrate.migrate_clickhouse("http://u:p@ch:8123/db", cluster=CLUSTER)
     assert clickhouse_log[0] == f"CREATE DATABASE IF NOT EXISTS `db` ON CLUSTER {CLUSTER}"
     assert clickhouse_log[1] == ledger_table(CLUSTER)
-    ddl = [s for s in clickhouse_log[3:] if s.startswith("CREATE TABLE")]
-    assert ddl == migrate.split_statements(render_migration(EVENTS_SQL, CLUSTER))
-    assert clickhouse_log[-1] == "INSERT schema_migrations [[1, 'events']]"
+    ddl = [s for s in clickhouse_log[3:] if not s.startswith("INSERT")]
+    files = migrate.load_migrations(DEPLOY / "clickhouse")
+    assert ddl == [s for m in files for s in migrate.split_statements(render_migration(m.sql, CLUSTER))]
+    last = files[-1]
+    assert clickhouse_log[-1] == f"INSERT schema_migrations [[{last.version}, '{last.name}']]"
 
 
 def test_migrate_all_passes_cluster_and_replication_factor_from_settings(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -1,0 +1,338 @@
+"""Sessionization of one ``session.id``: its events → numbered segments and their attributes.  Pure: no I/O,
+the clock passed in.  The semantics are ../shared/design/analytics-semantics.md ("Sessions", precise rules 1-3):
+
+* Order: (timestamp, ``event.sequence`` (missing = 0), receive order = (received_ms, partition offset)),
+  then the event id, so that the result never depends on the order events are handed in.
+* A segment ends where the gap to the next event is strictly greater than the timeout, or before the
+  first event more than 24 h after the segment's first event.  Segments are numbered from 1.
+* Attributes are recomputed from the segment's events whenever the segment changes, never incremented: a
+  late or out-of-order event lands where it belongs (it may join two segments, which renumbers the later
+  ones), and an event id seen before changes nothing (the first delivery counts).
+
+State and its bound.  :func:`advance` takes the session's :class:`Ledger` and the stored events of its
+*live* segments, and returns what to store and which segments to (re)write.  A segment is **sealed** (its
+events dropped from the state, its last row final) once it is closed and its last event lies more than
+``late_horizon_ms`` before the session's newest event, so a session id that stays busy for weeks keeps at
+most about a horizon plus a day of events.  An event that would change a sealed segment (at or before the
+last sealed event + timeout, and before the first live event) is **not applied**: it is counted in the
+warehouse only, as the semantics allow for "events older than the retention of the live state".
+
+Sealing is decided event by event in arrival (Kafka) order, not per batch, so the result does not depend
+on where batches were cut: a replay after a crash ends in the same rows as a clean run.  A redelivered
+event of a sealed segment is recognised by its time (it is refused like any event into a sealed segment),
+not by its id, which is gone with the segment's events.
+"""
+
+from __future__ import annotations
+
+import bisect
+import operator
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+
+from schemas.sessions import LiveEvent, SessionSummary
+
+__all__ = [
+    "DAY_MS",
+    "MINUTE_MS",
+    "ArchivedSegment",
+    "Ledger",
+    "SessionPolicy",
+    "SessionUpdate",
+    "advance",
+    "is_open",
+    "ledger_from_archive",
+    "sessionize",
+    "split_segments",
+    "summarize",
+]
+
+MINUTE_MS = 60_000
+DAY_MS = 24 * 60 * MINUTE_MS
+
+
+@dataclass(frozen=True, slots=True)
+class SessionPolicy:
+    """How a project cuts sessions.  ``timeout_ms`` is the project's ``session_timeout_minutes``."""
+
+    timeout_ms: int = 30 * MINUTE_MS
+    max_length_ms: int = DAY_MS
+    late_horizon_ms: int = DAY_MS
+
+
+@dataclass(frozen=True, slots=True)
+class Ledger:
+    """Bookkeeping of one session id beside its live events.
+
+    ``segments`` counts every segment written so far (sealed + live), so that a merge can hide the numbers
+    that vanished.  ``sealed`` segments come before the live ones; ``sealed_end_ms`` is the last sealed event
+    and ``frontier_ms`` the first live event when the last seal happened (None: nothing live was kept, e.g.
+    the state expired and was rebuilt from the warehouse).  ``version`` of the last rows written.
+    """
+
+    segments: int = 0
+    sealed: int = 0
+    sealed_end_ms: int | None = None
+    frontier_ms: int | None = None
+    version: int = 0
+
+    def admits(self, e: LiveEvent, policy: SessionPolicy) -> bool:
+        """False for an event that would change a sealed segment (see the module docstring)."""
+        if self.sealed_end_ms is None:
+            return True
+        if self.frontier_ms is not None and e.ts_ms >= self.frontier_ms:
+            return True
+        return e.ts_ms > self.sealed_end_ms + policy.timeout_ms
+
+
+@dataclass(frozen=True, slots=True)
+class ArchivedSegment:
+    """A segment row the warehouse shows (``sessions FINAL``): number, last event, version."""
+
+    segment: int
+    ended_ms: int
+    version: int
+
+
+def ledger_from_archive(archived: Sequence[ArchivedSegment], written_before: int) -> Ledger:
+    """The ledger of a session id without live state, from its warehouse rows: all of them sealed.
+
+    Rows are written before the live state is saved, so rows with a version (a clock) at or after
+    ``written_before`` (now - the live state's TTL) come from a flush whose state was never saved (the
+    process died in between): the records behind them were not committed and are being replayed, so
+    those segments are recomputed, not sealed.  Older rows belong to a live state that expired.
+    """
+    old = [a for a in archived if a.version < written_before]
+    version = max((a.version for a in archived), default=0)
+    if not old:
+        return Ledger(version=version)
+    newest = max(old, key=lambda a: a.segment)
+    return Ledger(newest.segment, newest.segment, newest.ended_ms, None, version)
+
+
+@dataclass(frozen=True, slots=True)
+class SessionUpdate:
+    """What :func:`advance` decided for one session id."""
+
+    ledger: Ledger
+    added: tuple[LiveEvent, ...]  # new live events, to store
+    dropped: frozenset[str]  # stored event ids to delete (their segment was sealed)
+    summaries: tuple[SessionSummary, ...]  # rows to write: segments sealed now, then live ones that changed
+    removed_segments: tuple[int, ...]  # numbers that vanished (merged), to hide
+    live: SessionSummary | None  # the newest segment; None when the session has no live events
+    last_event_type: str = ""  # of the newest live event
+    not_applied: int = 0  # events older than the live state (warehouse only)
+    duplicates: int = 0
+
+    @property
+    def changed(self) -> bool:
+        """Something to write (an event applied, or a segment sealed by one that was applied and sealed)."""
+        return bool(self.summaries)
+
+
+def split_segments(ordered: Sequence[LiveEvent], policy: SessionPolicy) -> list[list[LiveEvent]]:
+    """Segments of events already in :attr:`LiveEvent.order` (rule 2)."""
+    segments: list[list[LiveEvent]] = []
+    current: list[LiveEvent] = []
+    start = last = 0
+    for e in ordered:
+        if current and (e.ts_ms - last > policy.timeout_ms or e.ts_ms - start > policy.max_length_ms):
+            segments.append(current)
+            current = []
+        if not current:
+            start = e.ts_ms
+        current.append(e)
+        last = e.ts_ms
+    if current:
+        segments.append(current)
+    return segments
+
+
+def summarize(number: int, events: Sequence[LiveEvent]) -> SessionSummary:
+    """Attributes of one segment, its events in order (rule 3).
+
+    Pages come from ``page.view`` events: ``page_views`` counts them, ``entry_page``/``exit_page`` are the
+    first and last path among them and ``unique_pages`` the distinct non-empty paths.  ``error_count``
+    counts ``error`` events; ``user_id`` is the last non-empty one; device, browser and OS the first given.
+    """
+    page_views = errors = 0
+    pages: set[str] = set()
+    entry = exit_ = user = device = browser = os_ = ""
+    for e in events:
+        if e.event_type == "page.view":
+            page_views += 1
+            if e.page:
+                pages.add(e.page)
+                entry = entry or e.page
+                exit_ = e.page
+        elif e.event_type == "error":
+            errors += 1
+        user = e.user_id or user
+        device = device or e.device
+        browser = browser or e.browser
+        os_ = os_ or e.os
+    return SessionSummary(
+        segment=number,
+        started_ms=events[0].ts_ms,
+        ended_ms=events[-1].ts_ms,
+        event_count=len(events),
+        page_views=page_views,
+        unique_pages=len(pages),
+        error_count=errors,
+        entry_page=entry,
+        exit_page=exit_,
+        user_id=user,
+        device=device,
+        browser=browser,
+        os=os_,
+    )
+
+
+def sessionize(events: Iterable[LiveEvent], policy: SessionPolicy) -> list[SessionSummary]:
+    """Every segment of a complete event set, from scratch (first delivery of each id counts): the
+    reference that :func:`advance` must agree with while nothing is sealed."""
+    unique: dict[str, LiveEvent] = {}
+    for e in events:
+        unique.setdefault(e.event_id, e)
+    ordered = sorted(unique.values(), key=_order)
+    return [summarize(i + 1, seg) for i, seg in enumerate(split_segments(ordered, policy))]
+
+
+def is_open(summary: SessionSummary, newest: bool, policy: SessionPolicy, now_ms: int) -> bool:
+    """Rule 2: a segment is open while no later segment exists and now - last event <= timeout."""
+    return newest and now_ms - summary.ended_ms <= policy.timeout_ms
+
+
+_order = operator.attrgetter("order")
+
+
+@dataclass
+class _Live:
+    """The live events of one session while :func:`advance` applies arrivals (kept in order), with a cheap
+    test for "could a segment be sealable now" so that re-segmentation happens only when it might be."""
+
+    policy: SessionPolicy
+    events: dict[str, LiveEvent]
+    ordered: list[LiveEvent] = field(default_factory=list)
+    segments: list[list[LiveEvent]] = field(default_factory=list)
+    tail_start: int | None = None  # first event of the newest segment at the last segmentation
+    max_ts: int | None = None
+    check_at: int | None = None  # no segment can be sealable while max_ts <= check_at
+    stale: bool = True  # segments no longer reflect events
+
+    def __post_init__(self) -> None:
+        # Without segmenting yet: the newest event bounds the tail's start from above (so an event before
+        # it forces a look) and the oldest bounds every closed segment's end from below.
+        self.ordered = sorted(self.events.values(), key=_order)
+        if self.ordered:
+            self.tail_start = self.max_ts = self.ordered[-1].ts_ms
+            self.check_at = self.ordered[0].ts_ms + self.policy.late_horizon_ms
+
+    def resegment(self) -> None:
+        self.segments = split_segments(self.ordered, self.policy)
+        self.stale = False
+        if not self.segments:
+            self.tail_start = self.max_ts = self.check_at = None
+            return
+        self.tail_start = self.segments[-1][0].ts_ms
+        self.max_ts = max(e.ts_ms for e in self.segments[-1])
+        # Closed segments end before the tail starts, and later appends only close segments that end at or
+        # after it: a lower bound of (earliest closed end) + horizon, without keeping track of every append.
+        earliest_end = self.segments[0][-1].ts_ms if len(self.segments) > 1 else self.tail_start
+        self.check_at = earliest_end + self.policy.late_horizon_ms
+
+    def add(self, e: LiveEvent) -> bool:
+        """Add ``e``; True when a seal may be due (the caller re-segments then)."""
+        self.events[e.event_id] = e
+        if self.ordered and e.order < self.ordered[-1].order:
+            bisect.insort(self.ordered, e, key=_order)
+        else:
+            self.ordered.append(e)
+        self.stale = True
+        before_tail = self.tail_start is None or e.ts_ms < self.tail_start
+        self.max_ts = e.ts_ms if self.max_ts is None else max(self.max_ts, e.ts_ms)
+        return before_tail or (self.check_at is not None and self.max_ts > self.check_at)
+
+    def sealable(self) -> int:
+        """How many leading segments are closed and end more than the horizon before the newest event."""
+        assert self.max_ts is not None
+        limit = self.max_ts - self.policy.late_horizon_ms
+        n = 0
+        while n < len(self.segments) - 1 and self.segments[n][-1].ts_ms < limit:
+            n += 1
+        return n
+
+
+def advance(
+    ledger: Ledger,
+    stored: Mapping[str, LiveEvent],
+    arrivals: Sequence[LiveEvent],
+    policy: SessionPolicy,
+    version_floor: int = 0,
+) -> SessionUpdate:
+    """Apply ``arrivals`` (in arrival order) to a session whose live events are ``stored``.
+
+    The new ledger's version is above both the old one and ``version_floor`` (a clock), so rows written
+    now replace every row written before for this session.
+    """
+    live = _Live(policy, dict(stored))
+    if live.max_ts is not None and live.check_at is not None and live.max_ts > live.check_at:
+        live.resegment()
+    added: dict[str, LiveEvent] = {}
+    dropped: set[str] = set()
+    sealed_now: list[SessionSummary] = []
+    not_applied = duplicates = 0
+    earliest: tuple[int, int, int, int, str] | None = None
+    for e in arrivals:
+        if e.event_id in live.events:
+            duplicates += 1
+            continue
+        if not ledger.admits(e, policy):
+            not_applied += 1
+            continue
+        added[e.event_id] = e
+        earliest = e.order if earliest is None else min(earliest, e.order)
+        if not live.add(e):
+            continue
+        live.resegment()
+        n = live.sealable()
+        if not n:
+            continue
+        for i, segment in enumerate(live.segments[:n]):
+            sealed_now.append(summarize(ledger.sealed + i + 1, segment))
+            for s in segment:
+                del live.events[s.event_id]
+                if added.pop(s.event_id, None) is None:
+                    dropped.add(s.event_id)
+        live.ordered = [e for seg in live.segments[n:] for e in seg]
+        ledger = replace(
+            ledger,
+            sealed=ledger.sealed + n,
+            sealed_end_ms=live.segments[n - 1][-1].ts_ms,
+            frontier_ms=live.segments[n][0].ts_ms,
+        )
+        live.resegment()
+    if live.stale:
+        live.resegment()
+    segments = live.segments
+    # Segments that end before the earliest applied event keep their events and their numbers: no new row.
+    first = len(segments)
+    if earliest is not None:
+        first = next((i for i, seg in enumerate(segments) if seg[-1].order >= earliest), len(segments))
+    summaries = [summarize(ledger.sealed + i + 1, segments[i]) for i in range(first, len(segments))]
+    newest = (
+        summaries[-1] if summaries else summarize(ledger.sealed + len(segments), segments[-1]) if segments else None
+    )
+    total = ledger.sealed + len(segments)
+    changed = bool(added or dropped or sealed_now)
+    return SessionUpdate(
+        ledger=replace(ledger, segments=total, version=max(ledger.version + 1, version_floor)) if changed else ledger,
+        added=tuple(added.values()),
+        dropped=frozenset(dropped),
+        summaries=(*sealed_now, *summaries) if changed else (),
+        removed_segments=tuple(range(total + 1, ledger.segments + 1)) if changed else (),
+        live=newest,
+        last_event_type=segments[-1][-1].event_type if segments else "",
+        not_applied=not_applied,
+        duplicates=duplicates,
+    )

@@ -1,0 +1,105 @@
+"""One contract for both session stores (Redis, and the in-memory fake the unit tests use), plus the Redis
+store's cache: a session another writer changed is read again, never served stale."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+
+import pytest
+import redis.asyncio as aioredis
+
+from schemas.sessions import LiveEvent, events_key, live_key
+from stream_processors.session_store import (
+    MemorySessionStore,
+    RedisSessionStore,
+    SessionKey,
+    SessionStore,
+    SessionWrite,
+)
+from stream_processors.sessionize import Ledger, SessionPolicy, advance
+from tests.conftest import Servers
+
+pytestmark = pytest.mark.integration
+POLICY = SessionPolicy(timeout_ms=10, max_length_ms=1000, late_horizon_ms=100)
+
+
+@pytest.fixture
+async def redis_client(servers: Servers) -> AsyncIterator[aioredis.Redis]:
+    client = aioredis.from_url(servers.redis_url)
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture(params=["memory", "redis"])
+def store(request: pytest.FixtureRequest, redis_client: aioredis.Redis) -> SessionStore:
+    return MemorySessionStore() if request.param == "memory" else RedisSessionStore(redis_client, chunk=2)
+
+
+def _key() -> SessionKey:
+    return SessionKey(str(uuid.uuid4()), str(uuid.uuid4()), "s-" + uuid.uuid4().hex[:6])
+
+
+async def test_the_session_store_contract(store: SessionStore) -> None:
+    keys = [_key() for _ in range(3)]
+    loaded, clock = await store.load(keys)
+    assert all(loaded[k].ledger is None and not loaded[k].events for k in keys)
+    events = [LiveEvent("a", 0, page="/a", event_type="page.view", user_id="u"), LiveEvent("b", 5, 1)]
+    first = advance(Ledger(), {}, events, POLICY, version_floor=clock)
+    await store.save([SessionWrite(k, first, 60, POLICY.timeout_ms) for k in keys])
+    loaded, clock2 = await store.load(keys)
+    assert clock2 >= clock
+    assert all(
+        loaded[k].ledger == first.ledger and dict(loaded[k].events) == {"a": events[0], "b": events[1]} for k in keys
+    )
+    # seal the first segment with a later event: its events leave the store
+    later = advance(first.ledger, loaded[keys[0]].events, [LiveEvent("c", 300)], POLICY, version_floor=clock2)
+    assert later.dropped == {"a", "b"}
+    await store.save([SessionWrite(keys[0], later, 60, POLICY.timeout_ms)])
+    loaded, _ = await store.load(keys[:1])
+    assert loaded[keys[0]].ledger == later.ledger and set(loaded[keys[0]].events) == {"c"}
+    # events without a ledger are replaced, not added to
+    reset = advance(Ledger(), {}, [LiveEvent("d", 1)], POLICY)
+    await store.save([SessionWrite(keys[1], reset, 60, POLICY.timeout_ms, reset_events=True)])
+    loaded, _ = await store.load(keys[1:2])
+    assert set(loaded[keys[1]].events) == {"d"}
+    assert await store.ping()
+
+
+async def test_redis_layout_live_view_and_ttl(redis_client: aioredis.Redis) -> None:
+    store, key = RedisSessionStore(redis_client), _key()
+    u = advance(Ledger(), {}, [LiveEvent("a", 1000, event_type="page.view", page="/x", user_id="u1")], POLICY, 7)
+    await store.save([SessionWrite(key, u, 90, POLICY.timeout_ms)])
+    view = {
+        k.decode(): v.decode()
+        for k, v in (await redis_client.hgetall(live_key(key.project_id, key.session_id))).items()
+    }
+    assert view == {
+        "event_count": "1",
+        "started_ms": "1000",
+        "last_ms": "1000",
+        "user_id": "u1",
+        "current_page": "/x",
+        "last_event_type": "page.view",
+        "page_views": "1",
+        "error_count": "0",
+        "segment": "1",
+        "closes_at_ms": "1010",
+        "segments": "1",
+        "sealed": "0",
+        "version": "7",
+    }
+    assert 0 < await redis_client.ttl(live_key(key.project_id, key.session_id)) <= 90
+    assert 0 < await redis_client.ttl(events_key(key.project_id, key.session_id)) <= 90
+
+
+async def test_the_cache_never_serves_a_session_another_writer_changed(redis_client: aioredis.Redis) -> None:
+    mine, other, key = RedisSessionStore(redis_client), RedisSessionStore(redis_client), _key()
+    loaded, clock = await mine.load([key])
+    u = advance(Ledger(), {}, [LiveEvent("a", 0)], POLICY, clock)
+    await mine.save([SessionWrite(key, u, 60, POLICY.timeout_ms)])  # cached by `mine`
+    theirs, clock = await other.load([key])
+    v = advance(theirs[key].ledger or Ledger(), theirs[key].events, [LiveEvent("b", 2)], POLICY, clock)
+    await other.save([SessionWrite(key, v, 60, POLICY.timeout_ms)])  # e.g. the partition's next owner
+    loaded, _ = await mine.load([key])
+    assert set(loaded[key].events) == {"a", "b"} and loaded[key].ledger == v.ledger

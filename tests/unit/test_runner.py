@@ -1,0 +1,126 @@
+"""The consumer loop's commit discipline with a fake consumer and fake sinks (no servers): offsets are
+committed only after every sink flushed, a failing sink pauses the partitions and nothing is committed
+until it recovers, and only owned partitions are committed.  Plus the lag formula."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+
+from aiokafka import TopicPartition
+from aiokafka.structs import ConsumerRecord
+
+from schemas.records import EventRecord
+from stream_processors.runner import BatchRunner, consumer_lag
+from stream_processors.settings import ProcessorSettings
+from stream_processors.sinks import NO_ORIGIN, Origin
+
+TP0, TP1 = TopicPartition("t", 0), TopicPartition("t", 1)
+
+
+@dataclass
+class FakeConsumer:
+    owned: set[TopicPartition] = field(default_factory=lambda: {TP0, TP1})
+    commits: list[dict[TopicPartition, int]] = field(default_factory=list)
+    paused: set[TopicPartition] = field(default_factory=set)
+    log: list[str] | None = None
+
+    def assignment(self) -> set[TopicPartition]:
+        return set(self.owned)
+
+    def pause(self, *tps: TopicPartition) -> None:
+        self.paused |= set(tps)
+
+    def resume(self, *tps: TopicPartition) -> None:
+        self.paused -= set(tps)
+
+    async def commit(self, offsets: dict[TopicPartition, int]) -> None:
+        if self.log is not None:
+            self.log.append("commit")
+        self.commits.append(dict(offsets))
+
+    def highwater(self, tp: TopicPartition) -> int | None:
+        return None
+
+
+@dataclass
+class FakeSink:
+    name: str
+    log: list[str]
+    fail: int = 0  # the next flushes that raise
+    added: list[str] = field(default_factory=list)
+    stored: list[str] = field(default_factory=list)
+
+    def add(self, record: EventRecord, origin: Origin = NO_ORIGIN) -> None:
+        self.added.append(record.event_id)
+
+    def pending(self) -> int:
+        return len(self.added)
+
+    async def flush(self) -> None:
+        if self.fail:
+            self.fail -= 1
+            raise ConnectionError(f"{self.name} down")
+        self.log.append(f"flush {self.name}")
+        self.stored += self.added
+        self.added = []
+
+    async def ping(self) -> bool:
+        return not self.fail
+
+
+def _msg(tp: TopicPartition, offset: int) -> ConsumerRecord:
+    rec = EventRecord("o", "p", f"e{tp.partition}-{offset}", "s", "ui.click", 1, 1)
+    return ConsumerRecord(tp.topic, tp.partition, offset, 0, 0, rec.key, rec.encode(), None, 0, 0, [])
+
+
+def _runner(*sinks: FakeSink) -> tuple[BatchRunner, FakeConsumer]:
+    runner = BatchRunner("test", list(sinks), ProcessorSettings(retry_max_backoff_s=0.01))
+    consumer = FakeConsumer(log=sinks[0].log)
+    runner._consumer = consumer
+    return runner, consumer
+
+
+async def test_commit_comes_after_every_sink_flushed() -> None:
+    log: list[str] = []
+    a, b = FakeSink("a", log), FakeSink("b", log)
+    runner, consumer = _runner(a, b)
+    for tp, off in [(TP0, 5), (TP0, 6), (TP1, 0)]:
+        await runner._add(tp, _msg(tp, off))
+    await runner.flush_and_commit("batch")
+    assert log == ["flush a", "flush b", "commit"]
+    assert consumer.commits == [{TP0: 7, TP1: 1}]
+    await runner.flush_and_commit("batch")
+    assert len(consumer.commits) == 1, "nothing new, no commit"
+
+
+async def test_a_failing_sink_pauses_and_commits_nothing_until_it_recovers() -> None:
+    log: list[str] = []
+    a = FakeSink("a", log, fail=3)
+    runner, consumer = _runner(a)
+    await runner._add(TP0, _msg(TP0, 0))
+    flushing = asyncio.create_task(runner.flush_and_commit("batch"))
+    await asyncio.sleep(0.005)
+    assert consumer.paused == {TP0, TP1} and not runner.healthy and consumer.commits == []
+    await flushing
+    assert consumer.paused == set() and runner.healthy
+    assert consumer.commits == [{TP0: 1}] and a.stored == ["e0-0"]
+
+
+async def test_only_owned_partitions_are_committed() -> None:
+    log: list[str] = []
+    runner, consumer = _runner(FakeSink("a", log))
+    await runner._add(TP0, _msg(TP0, 3))
+    await runner._add(TP1, _msg(TP1, 8))
+    consumer.owned = {TP1}  # TP0 went to another member meanwhile: it replays from the last commit
+    await runner.flush_and_commit("batch")
+    assert consumer.commits == [{TP1: 9}]
+
+
+def test_consumer_lag() -> None:
+    assert consumer_lag(None, None, None) is None
+    assert consumer_lag(100, 40, 30) == 70  # the fetch high watermark
+    assert consumer_lag(None, 40, 30) == 10  # before any high watermark: what was fetched
+    assert consumer_lag(21, 40, 30) == 10  # a high watermark behind what was fetched is not believed
+    assert consumer_lag(50, None, None) == 50  # nothing committed: from offset 0
+    assert consumer_lag(50, 50, 50) == 0
