@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
 import sys
+from collections.abc import Iterator
 
 import click
 
 from productgraph import __version__
 from productgraph.bench import bench
+from productgraph.dlq import dlq
 from stream_processors import KIND_NAMES
 
 
@@ -117,6 +120,9 @@ def processor(kind: str) -> None:
     run_worker(kind, s)
 
 
+ROLE_CHOICES = ["owner", "admin", "analyst", "viewer"]  # productgraph.admin.ROLES, strongest first
+
+
 @main.group()
 def org() -> None:
     """Organisations."""
@@ -126,13 +132,47 @@ def org() -> None:
 @click.option("--name", required=True)
 @click.option("--slug", required=True)
 @click.option("--project", "project_slug", default="default", show_default=True, help="slug of its first project")
-def org_create(name: str, slug: str, project_slug: str) -> None:
-    """Create an org with a first project, an API key and an owner token (secrets are shown once)."""
+@click.option("--owner-email", help="also create the first owner member; the token then belongs to them")
+def org_create(name: str, slug: str, project_slug: str, owner_email: str | None) -> None:
+    """Create an org with a first project, an API key and an owner token (secrets are shown once).
+
+    This is how a fresh install gets its first admin: the owner token manages everything else through the
+    GraphQL API (projects, keys, members, journeys).
+    """
     from productgraph.admin import bootstrap_org
     from productgraph.settings import ServerSettings
 
-    b = bootstrap_org(ServerSettings().postgres_dsn, name, slug, project_slug, project_slug)
+    with _db_errors():
+        b = bootstrap_org(ServerSettings().postgres_dsn, name, slug, project_slug, project_slug, owner_email)
     click.echo(json.dumps(dataclasses.asdict(b), indent=2))
+
+
+@main.group()
+def user() -> None:
+    """Members of an org (users with a role)."""
+
+
+@user.command("create")
+@click.option("--org-id", required=True)
+@click.option("--email", required=True)
+@click.option("--role", type=click.Choice(ROLE_CHOICES), default="owner", show_default=True)
+@click.option("--name", default="", help="display name")
+@click.option("--token-expires-in-days", type=click.IntRange(1, 3650), help="expiry of their first token [none]")
+def user_create(org_id: str, email: str, role: str, name: str, token_expires_in_days: int | None) -> None:
+    """Add a member to an org and print their first access token (shown once), e.g. a new owner."""
+    from datetime import UTC, datetime, timedelta
+
+    import psycopg
+
+    from productgraph.admin import create_access_token, create_user
+    from productgraph.settings import ServerSettings
+
+    expires = datetime.now(UTC) + timedelta(days=token_expires_in_days) if token_expires_in_days else None
+    with _db_errors(), psycopg.connect(ServerSettings().postgres_dsn, autocommit=True) as conn:
+        user_id = create_user(conn, org_id, email, name, role)
+        secret = create_access_token(conn, org_id, "cli", role, user_id=user_id, expires_at=expires)
+    out = {"org_id": org_id, "user_id": user_id, "email": email.strip().lower(), "role": role, "access_token": secret}
+    click.echo(json.dumps(out, indent=2))
 
 
 @main.group()
@@ -142,17 +182,38 @@ def token() -> None:
 
 @token.command("create")
 @click.option("--org-id", required=True)
-@click.option("--role", type=click.Choice(["owner", "admin", "analyst", "viewer"]), default="admin", show_default=True)
+@click.option("--role", type=click.Choice(ROLE_CHOICES), default="admin", show_default=True)
 @click.option("--name", default="cli", show_default=True)
-def token_create(org_id: str, role: str, name: str) -> None:
+@click.option("--user-id", help="the member the token belongs to (it never acts above their role)")
+@click.option("--expires-in-days", type=click.IntRange(1, 3650), help="expiry [none]")
+def token_create(org_id: str, role: str, name: str, user_id: str | None, expires_in_days: int | None) -> None:
     """Create an access token for one org (printed once)."""
+    from datetime import UTC, datetime, timedelta
+
     import psycopg
 
     from productgraph.admin import create_access_token
     from productgraph.settings import ServerSettings
 
-    with psycopg.connect(ServerSettings().postgres_dsn, autocommit=True) as conn:
-        click.echo(create_access_token(conn, org_id, name, role))
+    expires = datetime.now(UTC) + timedelta(days=expires_in_days) if expires_in_days else None
+    with _db_errors(), psycopg.connect(ServerSettings().postgres_dsn, autocommit=True) as conn:
+        click.echo(create_access_token(conn, org_id, name, role, user_id=user_id, expires_at=expires))
+
+
+@contextlib.contextmanager
+def _db_errors() -> Iterator[None]:
+    """Bootstrap mistakes (unknown org, taken slug or email, malformed id) as one-line errors, not tracebacks."""
+    import psycopg
+
+    try:
+        yield
+    except psycopg.errors.ForeignKeyViolation:
+        raise click.ClickException("no such organisation or user") from None
+    except psycopg.errors.UniqueViolation as exc:
+        detail = exc.diag.message_detail or "already exists"
+        raise click.ClickException(f"already exists: {detail}") from None
+    except (psycopg.errors.DataError, psycopg.errors.CheckViolation) as exc:
+        raise click.ClickException(f"invalid value: {exc.diag.message_primary}") from None
 
 
 @main.command()
@@ -187,6 +248,7 @@ def mcp(transport: str, host: str, port: int, public_url: str | None) -> None:
 
 
 main.add_command(bench)
+main.add_command(dlq)
 
 if __name__ == "__main__":
     main()

@@ -33,6 +33,10 @@ __all__ = [
 
 @dataclass(frozen=True, slots=True)
 class KeyInfo:
+    """What an API key resolves to.  ``settings`` always has every key, defaults merged in (deploy/postgres/
+    0002): ``session_timeout_minutes``, ``dedup_window_s``, ``rate_limit_per_s`` (events per second),
+    ``retention_days``, ``cors_origins`` (allowed browser origins; ``"*"`` = any)."""
+
     project_id: str
     org_id: str
     project_slug: str
@@ -41,9 +45,12 @@ class KeyInfo:
 
 @dataclass(frozen=True, slots=True)
 class TokenInfo:
+    """Who is calling the query API: one org, a role, and the member the token belongs to (if any)."""
+
     org_id: str
     token_id: str
     role: str
+    user_id: str | None = None
 
 
 def new_secret(kind: str) -> str:
@@ -79,6 +86,8 @@ def tenant_transaction_sync(conn: psycopg.Connection[Any], org_id: str) -> Itera
 
 
 async def resolve_api_key(pool: AsyncConnectionPool, key: str) -> KeyInfo | None:
+    """The key's project and org, with ``settings`` = the project's settings over their defaults; ``None``
+    when the key is unknown, revoked, or past its ``expires_at`` (the old key after a rotation's overlap)."""
     async with pool.connection() as conn:
         cur = await conn.execute(
             "SELECT project_id::text, org_id::text, project_slug, settings FROM resolve_api_key(%s)",
@@ -89,9 +98,12 @@ async def resolve_api_key(pool: AsyncConnectionPool, key: str) -> KeyInfo | None
 
 
 async def resolve_access_token(pool: AsyncConnectionPool, token: str) -> TokenInfo | None:
+    """The token's org and effective role (the weaker of the token's and its member's); ``None`` when the
+    token is unknown, revoked, expired, or its member was removed."""
     async with pool.connection() as conn:
         cur = await conn.execute(
-            "SELECT org_id::text, token_id::text, role FROM resolve_access_token(%s)", (hash_secret(token),)
+            "SELECT org_id::text, token_id::text, role, user_id::text FROM resolve_access_token(%s)",
+            (hash_secret(token),),
         )
         row = await cur.fetchone()
-    return None if row is None else TokenInfo(row[0], row[1], row[2])
+    return None if row is None else TokenInfo(row[0], row[1], row[2], row[3])

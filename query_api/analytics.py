@@ -1,21 +1,17 @@
-"""ClickHouse reads behind the GraphQL types.  Every query takes the tenant (org, project) from the
-authenticated context as bound parameters; nothing from user input is pasted into SQL."""
+"""ClickHouse reads behind the GraphQL types.  Every query goes through
+:func:`query_api.tenant_scope.scoped_query`: the tenant (org, project) comes from the authenticated
+context as bound parameters, and SQL without the tenant condition is refused."""
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass
 from datetime import datetime
 
 from clickhouse_connect.driver.client import Client
 
+from query_api.tenant_scope import TENANT_FILTER, Tenant, scoped_query
+
 __all__ = ["EventCounts", "SessionSummary", "Tenant", "count_events", "session_summary"]
-
-
-@dataclass(frozen=True, slots=True)
-class Tenant:
-    org_id: str
-    project_id: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,24 +30,21 @@ class SessionSummary:
 
 async def count_events(ch: Client, t: Tenant, start: datetime, end: datetime) -> EventCounts:
     sql = (
-        "SELECT event_type, count() FROM events FINAL "
-        "WHERE org_id = {org:UUID} AND project_id = {project:UUID} "
+        f"SELECT event_type, count() FROM events FINAL WHERE {TENANT_FILTER} "
         "AND timestamp >= {start:DateTime64(3, 'UTC')} AND timestamp < {end:DateTime64(3, 'UTC')} "
         "GROUP BY event_type ORDER BY event_type"
     )
-    params = {"org": t.org_id, "project": t.project_id, "start": start, "end": end}
-    result = await asyncio.to_thread(ch.query, sql, parameters=params)
+    result = await scoped_query(ch, t, sql, {"start": start, "end": end})
     by_type = [(str(r[0]), int(r[1])) for r in result.result_rows]
     return EventCounts(sum(c for _, c in by_type), by_type)
 
 
 async def session_summary(ch: Client, t: Tenant, session_id: str) -> SessionSummary | None:
     sql = (
-        "SELECT count(), min(timestamp), max(timestamp) FROM events FINAL "
-        "WHERE org_id = {org:UUID} AND project_id = {project:UUID} AND session_id = {session:String}"
+        f"SELECT count(), min(timestamp), max(timestamp) FROM events FINAL WHERE {TENANT_FILTER} "
+        "AND session_id = {session:String}"
     )
-    params = {"org": t.org_id, "project": t.project_id, "session": session_id}
-    result = await asyncio.to_thread(ch.query, sql, parameters=params)
+    result = await scoped_query(ch, t, sql, {"session": session_id})
     count, started, ended = result.result_rows[0]
     if not count:
         return None

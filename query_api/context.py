@@ -1,23 +1,31 @@
-"""Per-request GraphQL context: the caller's org (from the access token) and tenant-scoped accessors."""
+"""Per-request GraphQL context: the caller's org (from the access token) and tenant-scoped accessors.
+
+Resolvers never take an org from arguments: :meth:`QueryContext.tenant` turns a project id or slug into
+a :class:`Tenant` only if the project belongs to the token's org (else :class:`NotFound`, worded the same
+whether the project exists elsewhere or not).  With a tenant, ClickHouse is read through
+:meth:`QueryContext.query` (:func:`query_api.tenant_scope.scoped_query`) and Redis keys are built by
+:func:`query_api.tenant_scope.redis_key`; Postgres is read inside
+:func:`productgraph.db.tenant_transaction` where RLS applies.  ``clickhouse`` and ``redis`` are the raw
+clients, for those helpers.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
 import redis.asyncio as aioredis
 from clickhouse_connect.driver.client import Client
+from clickhouse_connect.driver.query import QueryResult
 from psycopg_pool import AsyncConnectionPool
 from strawberry.fastapi import BaseContext
 
 from productgraph.db import TokenInfo, tenant_transaction
-from query_api.analytics import Tenant
+from query_api.errors import NotFound
+from query_api.tenant_scope import Tenant, redis_key, scoped_query
 
 __all__ = ["NotFound", "QueryContext"]
-
-
-class NotFound(Exception):
-    """An id the caller's org does not have: said the same way whether it exists elsewhere or not."""
 
 
 class QueryContext(BaseContext):
@@ -29,28 +37,35 @@ class QueryContext(BaseContext):
         self.redis = redis
         self._tenants: dict[str, Tenant] = {}
 
-    async def projects(self) -> list[tuple[str, str, str]]:
-        async with tenant_transaction(self.pool, self.token.org_id) as conn:
-            cur = await conn.execute("SELECT id::text, name, slug FROM projects ORDER BY created_at")
-            return [(r[0], r[1], r[2]) for r in await cur.fetchall()]
-
     async def tenant(self, project_id: str) -> Tenant:
         """The (org, project) pair for a project id or slug of the caller's org, else :class:`NotFound`."""
         if project_id in self._tenants:
             return self._tenants[project_id]
-        async with tenant_transaction(self.pool, self.token.org_id) as conn:
-            cur = await conn.execute(
-                "SELECT id::text FROM projects WHERE id::text = %s OR slug = %s LIMIT 1", (project_id, project_id)
-            )
-            row = await cur.fetchone()
+        row = None
+        if _storable(project_id) and len(project_id) <= 255:
+            async with tenant_transaction(self.pool, self.token.org_id) as conn:
+                cur = await conn.execute(
+                    "SELECT id::text FROM projects WHERE id::text = %s OR slug = %s LIMIT 1", (project_id, project_id)
+                )
+                row = await cur.fetchone()
         if row is None:
             raise NotFound(f"project {project_id!r} not found")
         tenant = Tenant(self.token.org_id, row[0])
         self._tenants[project_id] = tenant
         return tenant
 
+    async def query(
+        self,
+        tenant: Tenant,
+        sql: str,
+        params: Mapping[str, Any] | None = None,
+        settings: Mapping[str, Any] | None = None,
+    ) -> QueryResult:
+        """A ClickHouse read scoped to ``tenant`` (see :func:`query_api.tenant_scope.scoped_query`)."""
+        return await scoped_query(self.clickhouse, tenant, sql, params, settings)
+
     async def live_session(self, tenant: Tenant, session_id: str) -> dict[str, Any] | None:
-        raw = await self.redis.hgetall(f"session:{tenant.project_id}:{session_id}")
+        raw = await self.redis.hgetall(redis_key(tenant, "session", session_id))
         if not raw:
             return None
         h = {_text(k): _text(v) for k, v in raw.items()}
@@ -65,6 +80,15 @@ class QueryContext(BaseContext):
             "user_id": h.get("user_id"),
             "current_page": h.get("current_page"),
         }
+
+
+def _storable(value: str) -> bool:
+    """Postgres text takes neither NUL nor lone surrogates; such an id simply matches nothing."""
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        return False
+    return "\x00" not in value
 
 
 def _text(value: bytes | str) -> str:

@@ -1,105 +1,87 @@
-"""The GraphQL schema (strawberry).  Resolvers are thin: resolve the tenant, call :mod:`query_api.analytics`."""
+"""The GraphQL schema, composed from parts so that each area adds fields without editing the others.
+
+Parts: :class:`query_api.analytics_schema.AnalyticsQuery` here, plus every sub-package of ``query_api``
+(``query_api/admin/``, ``query_api/funnels/``, ...) whose ``__init__`` exposes any of
+
+* ``QUERY``, ``MUTATION``, ``SUBSCRIPTION``: a strawberry type or a tuple of them, merged into the root
+  type of that name;
+* ``EXTENSIONS``: a tuple of schema extensions (classes or factories), e.g. depth or cost limits.
+
+Packages are merged in name order; two parts defining the same field is an error at import, not a silent
+override.  Errors other than user errors are masked first of all (:mod:`query_api.errors`).
+"""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
-from typing import Annotated
+import importlib
+import pkgutil
+from collections.abc import Callable, Sequence
 
 import strawberry
-from strawberry.types import Info
+from graphql import GraphQLError
+from strawberry.extensions import SchemaExtension
+from strawberry.types import ExecutionContext
+from strawberry.types.base import has_object_definition
 
-from query_api import analytics
-from query_api.context import QueryContext
+import query_api
+from query_api.analytics_schema import AnalyticsQuery
+from query_api.errors import is_expected, mask_errors
 
-__all__ = ["schema"]
+__all__ = ["build_schema", "schema"]
 
-MAX_RANGE = timedelta(days=400)
-
-
-@strawberry.type
-class TypeCount:
-    event_type: str
-    count: int
+Extension = type[SchemaExtension] | Callable[[], SchemaExtension]
 
 
-@strawberry.type
-class EventStats:
-    total: int
-    by_type: list[TypeCount]
+def _parts(attribute: str) -> list[object]:
+    found: list[object] = []
+    for module in sorted(pkgutil.iter_modules(query_api.__path__), key=lambda m: m.name):
+        if module.ispkg:
+            value = getattr(importlib.import_module(f"query_api.{module.name}"), attribute, None)
+            if value is not None:
+                found.extend(value if isinstance(value, tuple) else (value,))
+    return found
 
 
-@strawberry.type
-class LiveSession:
-    event_count: int
-    started_at: datetime | None
-    last_event_at: datetime | None
-    user_id: str | None
-    current_page: str | None
+def _merge(name: str, parts: Sequence[object]) -> type | None:
+    if not parts:
+        return None
+    seen: dict[str, str] = {}
+    types: list[type] = []
+    for part in parts:
+        if not isinstance(part, type) or not has_object_definition(part):
+            raise TypeError(f"{name} part {part!r} is not a strawberry type")
+        for f in part.__strawberry_definition__.fields:
+            if f.name in seen:
+                raise TypeError(f"{name}.{f.name} is defined by both {seen[f.name]} and {part.__qualname__}")
+            seen[f.name] = part.__qualname__
+        types.append(part)
+    return strawberry.type(type(name, tuple(types), {}))
 
 
-@strawberry.type
-class Session:
-    session_id: str
-    event_count: int
-    started_at: datetime
-    ended_at: datetime
-    duration_ms: int
-    live: LiveSession | None
+def _extensions() -> list[Extension]:
+    found: list[Extension] = [mask_errors]
+    for ext in _parts("EXTENSIONS"):
+        if not callable(ext):
+            raise TypeError(f"extension {ext!r} is neither a SchemaExtension class nor a factory")
+        found.append(ext)
+    return found
 
 
-@strawberry.type
-class Project:
-    id: strawberry.ID
-    name: str
-    slug: str
+class _Schema(strawberry.Schema):
+    def process_errors(self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None) -> None:
+        """Log our faults only; a caller's not-found or invalid argument is an answer, not an error."""
+        super().process_errors([e for e in errors if not is_expected(e)], execution_context)
 
 
-def _utc(value: datetime) -> datetime:
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+def build_schema() -> strawberry.Schema:
+    query = _merge("Query", [AnalyticsQuery, *_parts("QUERY")])
+    assert query is not None
+    return _Schema(
+        query=query,
+        mutation=_merge("Mutation", _parts("MUTATION")),
+        subscription=_merge("Subscription", _parts("SUBSCRIPTION")),
+        extensions=_extensions(),
+    )
 
 
-@strawberry.type
-class Query:
-    @strawberry.field(description="Projects of the caller's organisation.")
-    async def projects(self, info: Info[QueryContext, None]) -> list[Project]:
-        rows = await info.context.projects()
-        return [Project(id=strawberry.ID(r[0]), name=r[1], slug=r[2]) for r in rows]
-
-    @strawberry.field(description="Event counts of a project in [from, to), total and by event type.")
-    async def events(
-        self,
-        info: Info[QueryContext, None],
-        project_id: strawberry.ID,
-        from_: Annotated[datetime | None, strawberry.argument(name="from")] = None,
-        to: datetime | None = None,
-    ) -> EventStats:
-        tenant = await info.context.tenant(str(project_id))
-        end = _utc(to) if to else datetime.now(UTC) + timedelta(days=1)
-        start = _utc(from_) if from_ else end - timedelta(days=30)
-        if start >= end:
-            raise ValueError("from must be before to")
-        if end - start > MAX_RANGE:
-            raise ValueError(f"date range longer than {MAX_RANGE.days} days")
-        counts = await analytics.count_events(info.context.clickhouse, tenant, start, end)
-        return EventStats(total=counts.total, by_type=[TypeCount(event_type=t, count=c) for t, c in counts.by_type])
-
-    @strawberry.field(description="One session: counts and span from the warehouse, live state from Redis.")
-    async def session(
-        self, info: Info[QueryContext, None], project_id: strawberry.ID, session_id: str
-    ) -> Session | None:
-        tenant = await info.context.tenant(str(project_id))
-        summary = await analytics.session_summary(info.context.clickhouse, tenant, session_id)
-        if summary is None:
-            return None
-        live = await info.context.live_session(tenant, session_id)
-        return Session(
-            session_id=summary.session_id,
-            event_count=summary.event_count,
-            started_at=_utc(summary.started_at),
-            ended_at=_utc(summary.ended_at),
-            duration_ms=int((summary.ended_at - summary.started_at).total_seconds() * 1000),
-            live=None if live is None else LiveSession(**live),
-        )
-
-
-schema = strawberry.Schema(query=Query)
+schema = build_schema()

@@ -9,8 +9,10 @@ import pytest
 
 from productgraph.admin import bootstrap_org
 from productgraph.db import tenant_transaction_sync
+from tests.integration.test_admin_support import World, org_column, snapshot, tenant_tables
 
 pytestmark = pytest.mark.integration
+pytest_plugins = ("tests.integration.test_admin_support",)  # the world fixture: two orgs with every kind of row
 
 
 def test_migrations_are_idempotent(migrated_postgres: tuple[str, str]) -> None:
@@ -72,6 +74,133 @@ async def test_key_and_token_resolve_across_tenants_only_by_hash(migrated_postgr
         key = await resolve_api_key(pool, a.api_key)
         assert key is not None and (key.project_id, key.org_id, key.project_slug) == (a.project_id, a.org_id, "k")
         token = await resolve_access_token(pool, a.admin_token)
-        assert token is not None and token.org_id == a.org_id and token.role == "admin"
+        assert token is not None and token.org_id == a.org_id and token.role == "owner" and token.user_id is None
         assert await resolve_api_key(pool, a.api_key + "x") is None
         assert await resolve_access_token(pool, a.api_key) is None
+
+
+# ---- every table, found from the catalog: a table added later is covered without editing this file -----
+
+
+def test_every_table_has_forced_rls_and_the_tenant_policy(migrated_postgres: tuple[str, str]) -> None:
+    admin, _ = migrated_postgres
+    tables = tenant_tables(admin)
+    assert {
+        "organizations",
+        "projects",
+        "api_keys",
+        "access_tokens",
+        "users",
+        "memberships",
+        "capabilities",
+        "features",
+        "journeys",
+        "journey_steps",
+        "saved_funnels",
+        "cohorts",
+        "audit_log",
+    } <= set(tables)
+    with psycopg.connect(admin) as conn:
+        for table in tables:
+            flags = conn.execute(
+                "SELECT relrowsecurity, relforcerowsecurity FROM pg_class WHERE oid = %s::regclass", (table,)
+            ).fetchone()
+            assert flags == (True, True), table
+            policies = conn.execute(
+                "SELECT policyname, permissive, roles::text[], cmd, qual, with_check FROM pg_policies "
+                "WHERE schemaname = 'public' AND tablename = %s",
+                (table,),
+            ).fetchall()
+            col = org_column(table)
+            tenant = [p for p in policies if p[0] == "tenant_isolation"]
+            assert tenant == [("tenant_isolation", "PERMISSIVE", ["public"], "ALL", f"({col} = app_current_org())",
+                               f"({col} = app_current_org())")], (table, policies)  # fmt: skip
+            # Any other policy (the credential resolvers' narrow lookups) never applies to the app role.
+            for p in policies:
+                if p[0] != "tenant_isolation":
+                    assert "public" not in p[2] and "productgraph_app" not in p[2], (table, p)
+
+
+def test_app_role_owns_nothing_and_can_change_no_rule(migrated_postgres: tuple[str, str]) -> None:
+    admin, app = migrated_postgres
+    with psycopg.connect(admin) as conn:
+        owned = conn.execute(
+            "SELECT count(*) FROM pg_class c JOIN pg_roles r ON r.oid = c.relowner "
+            "WHERE r.rolname = 'productgraph_app' "
+            "UNION ALL SELECT count(*) FROM pg_proc p JOIN pg_roles r ON r.oid = p.proowner "
+            "WHERE r.rolname = 'productgraph_app' "
+            "UNION ALL SELECT count(*) FROM pg_namespace n JOIN pg_roles r ON r.oid = n.nspowner "
+            "WHERE r.rolname = 'productgraph_app'"
+        ).fetchall()
+        assert owned == [(0,), (0,), (0,)]
+        member_of = conn.execute(
+            "SELECT count(*) FROM pg_auth_members m JOIN pg_roles r ON r.oid = m.member WHERE r.rolname = %s",
+            ("productgraph_app",),
+        ).fetchone()
+        assert member_of == (0,)
+        role = conn.execute(
+            "SELECT rolsuper, rolbypassrls, rolcreaterole, rolcreatedb, rolinherit FROM pg_roles "
+            "WHERE rolname = 'productgraph_app'"
+        ).fetchone()
+        assert role == (False, False, False, False, False)
+    with psycopg.connect(app, autocommit=True) as conn:
+        for table in tenant_tables(admin):
+            for statement in (
+                f"ALTER TABLE {table} DISABLE ROW LEVEL SECURITY",
+                f"ALTER TABLE {table} NO FORCE ROW LEVEL SECURITY",
+                f"DROP POLICY tenant_isolation ON {table}",
+                f"CREATE POLICY open ON {table} USING (true)",
+            ):
+                with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                    conn.execute(statement)
+        for statement in (
+            "CREATE TABLE mine (id int)",
+            "SELECT app_tenant_table('projects')",
+            "SET ROLE postgres",
+            "CREATE OR REPLACE FUNCTION app_current_org() RETURNS uuid LANGUAGE sql AS 'SELECT NULL::uuid'",
+        ):
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                conn.execute(statement)
+
+
+def test_no_tenant_means_zero_rows_in_every_table(migrated_postgres: tuple[str, str], world: World) -> None:
+    admin, app = migrated_postgres
+    with psycopg.connect(admin) as conn:
+        for table in tenant_tables(admin):  # the world has rows everywhere, so zero below means hidden
+            assert conn.execute(f"SELECT count(*) FROM {table}").fetchone() != (0,), table
+    with psycopg.connect(app, autocommit=True) as conn:
+        for table in tenant_tables(admin):
+            assert conn.execute(f"SELECT count(*) FROM {table}").fetchone() == (0,), table
+            if table != "audit_log":  # append-only for the app, see below
+                assert conn.execute(f"UPDATE {table} SET {org_column(table)} = {org_column(table)}").rowcount == 0
+                assert conn.execute(f"DELETE FROM {table}").rowcount == 0
+
+
+def test_one_org_cannot_write_or_remove_another_orgs_rows(migrated_postgres: tuple[str, str], world: World) -> None:
+    admin, app = migrated_postgres
+    a, b = world.a.org_id, world.b.org_id
+    before = snapshot(admin, b)
+    with psycopg.connect(app, autocommit=True) as conn:
+        for table in tenant_tables(admin):
+            col = org_column(table)
+            with tenant_transaction_sync(conn, a):
+                assert conn.execute(f"SELECT count(*) FROM {table} WHERE {col} = %s", (b,)).fetchone() == (0,)
+                assert conn.execute(f"SELECT count(*) FROM {table} WHERE {col} <> %s", (a,)).fetchone() == (0,)
+                if table != "audit_log":
+                    assert conn.execute(f"DELETE FROM {table} WHERE {col} = %s", (b,)).rowcount == 0
+            # A copy of one of A's rows, moved to B: refused on insert (WITH CHECK), on update, and as upsert.
+            with pytest.raises(psycopg.errors.InsufficientPrivilege), tenant_transaction_sync(conn, a):
+                conn.execute(
+                    f"INSERT INTO {table} SELECT (jsonb_populate_record(NULL::{table}, to_jsonb(t) || "
+                    f"jsonb_build_object('id', gen_random_uuid(), '{col}', %s::uuid))).* FROM {table} t LIMIT 1",
+                    (b,),
+                )
+            if table != "audit_log":
+                with pytest.raises(psycopg.errors.InsufficientPrivilege), tenant_transaction_sync(conn, a):
+                    conn.execute(f"UPDATE {table} SET {col} = %s", (b,))
+            else:
+                with pytest.raises(psycopg.errors.InsufficientPrivilege), tenant_transaction_sync(conn, a):
+                    conn.execute("UPDATE audit_log SET action = 'x.y'")  # the app may only append
+                with pytest.raises(psycopg.errors.InsufficientPrivilege), tenant_transaction_sync(conn, a):
+                    conn.execute("DELETE FROM audit_log")
+    assert snapshot(admin, b) == before
