@@ -12,9 +12,10 @@ bound parameters (:func:`to_clickhouse`); both must agree (tests check it on the
 from __future__ import annotations
 
 import fnmatch
-import re
 from dataclasses import dataclass, field
 from typing import Any, Literal
+
+import orjson
 
 from schemas.fields import EVENT_TYPES
 from schemas.records import EventRecord
@@ -111,11 +112,12 @@ def matches(m: Matcher, rec: EventRecord) -> bool:
         return False
     if m.step_id is not None and f.get("gen_ai.journey.step.id") != m.step_id:
         return False
-    for key, value in m.metadata:
-        got = rec.metadata.get(key)
-        if (got if isinstance(got, str) else None if got is None else str(got)) != value:
-            return False
-    return True
+    # Compared as stored (schemas.rows): strings as they are, other JSON values as compact JSON text.
+    return all(key in rec.metadata and _stored_text(rec.metadata[key]) == value for key, value in m.metadata)
+
+
+def _stored_text(v: Any) -> str:
+    return v if isinstance(v, str) else orjson.dumps(v).decode()
 
 
 def to_clickhouse(m: Matcher, name: str) -> tuple[str, dict[str, Any]]:
@@ -153,30 +155,89 @@ def to_clickhouse(m: Matcher, name: str) -> tuple[str, dict[str, Any]]:
     for i, (key, value) in enumerate(m.metadata):
         params[f"{name}_mk{i}"] = key
         params[f"{name}_mv{i}"] = value
-        conds.append(f"metadata[{{{name}_mk{i}:String}}] = {{{name}_mv{i}:String}}")
+        # mapContains: a missing key reads as '' from a Map, which must not equal a "" value
+        key_param, value_param = f"{{{name}_mk{i}:String}}", f"{{{name}_mv{i}:String}}"
+        conds.append(f"mapContains(metadata, {key_param}) AND metadata[{key_param}] = {value_param}")
     return " AND ".join(conds) or "1", params
 
 
 def _re2(glob: str) -> str:
-    """A glob as an anchored RE2 pattern with the same meaning as :func:`fnmatch.fnmatchcase`."""
-    out = ["^"]
-    i = 0
-    while i < len(glob):
+    """A glob as an anchored RE2 pattern with the meaning of :func:`fnmatch.fnmatchcase` (whose parsing of
+    ``[...]`` sets is followed exactly: ``!`` negates, a leading ``]`` is literal, empty ranges vanish, an
+    unclosed ``[`` is literal).  Every character outside ``[A-Za-z0-9_]`` is written as ``\\x{HEX}``, so
+    nothing in the glob is RE2 syntax (``^``, ``[:alpha:]``, ``\\``...)."""
+    out: list[str] = []
+    i, n = 0, len(glob)
+    while i < n:
         c = glob[i]
+        i += 1
         if c == "*":
-            out.append(".*")
+            if not out or out[-1] != ".*":
+                out.append(".*")
         elif c == "?":
             out.append(".")
         elif c == "[":
-            j = glob.find("]", i + 2)
-            if j == -1:
-                out.append(r"\[")
+            j = i
+            if j < n and glob[j] == "!":
+                j += 1
+            if j < n and glob[j] == "]":
+                j += 1
+            while j < n and glob[j] != "]":
+                j += 1
+            if j >= n:
+                out.append(_re2_char("["))
             else:
-                body = glob[i + 1 : j].replace("\\", "\\\\")
-                out.append("[" + ("^" + body[1:] if body.startswith("!") else body) + "]")
-                i = j
+                out.append(_re2_set(glob, i, j))
+                i = j + 1
         else:
-            out.append(re.escape(c))
-        i += 1
-    out.append("$")
-    return "(?s)" + "".join(out)
+            out.append(_re2_char(c))
+    return "(?s)^" + "".join(out) + "$"
+
+
+def _re2_char(c: str) -> str:
+    return c if c.isascii() and (c.isalnum() or c == "_") else f"\\x{{{ord(c):X}}}"
+
+
+def _re2_set(glob: str, i: int, j: int) -> str:
+    """The set ``glob[i:j]`` (between ``[`` and ``]``), as fnmatch.translate builds it, in RE2 syntax."""
+    stuff = glob[i:j]
+    negate = stuff.startswith("!")
+    if "-" not in stuff:
+        chunks = [stuff[1:] if negate else stuff]
+    else:
+        # fnmatch's chunking: '-' separates range ends, except right after '[' or '[!'.
+        chunks = []
+        k = i + 2 if glob[i] == "!" else i + 1
+        while True:
+            k = glob.find("-", k, j)
+            if k < 0:
+                break
+            chunks.append(glob[i:k])
+            i = k + 1
+            k = k + 3
+        chunk = glob[i:j]
+        if chunk:
+            chunks.append(chunk)
+        else:
+            chunks[-1] += "-"
+        for k in range(len(chunks) - 1, 0, -1):  # remove empty ranges
+            if chunks[k - 1][-1] > chunks[k][0]:
+                chunks[k - 1] = chunks[k - 1][:-1] + chunks[k][1:]
+                del chunks[k]
+        if negate:
+            chunks[0] = chunks[0][1:]
+    # Consecutive chunks are joined by a range: the last char of one to the first char of the next.
+    items: list[str] = []
+    for idx, chunk in enumerate(chunks):
+        chars = list(chunk)
+        if idx > 0 and chars:
+            items[-1] = f"{items[-1]}-{_re2_char_in_set(chars.pop(0))}"
+        items.extend(_re2_char_in_set(ch) for ch in chars)
+    if not items:
+        # every range was empty: fnmatch matches any character when negated, nothing otherwise
+        return "." if negate else "[^\\x{0}-\\x{10FFFF}]"
+    return "[" + ("^" if negate else "") + "".join(items) + "]"
+
+
+def _re2_char_in_set(c: str) -> str:
+    return f"\\x{{{ord(c):X}}}"

@@ -1,0 +1,375 @@
+"""The funnel as ClickHouse SQL (text and bound parameters; pure, no I/O).
+
+One query, in stages (CTEs):
+
+``anon``   anonymous id -> user id, from the first scanned event carrying both (rule 4).
+``ev``     one row per scanned event (``events FINAL``, tenant and range bound): its order key, a step bitmask
+           (bit k-1: step k's matcher), an exclusion bitmask (bit g-1: an exclusion after step g), whether it
+           may start a path, the breakdown value, the person and the cohort flag.  When no segment is needed
+           only events matching some step or exclusion are kept.
+``segd``   (sessions count, strict mode) per session, every event in the total order: segment numbers by
+           rule 2 and positions inside the segment.
+``ent``    per counted entity, its events sorted by (timestamp, sequence, receive time, event id).
+``k0..kern`` the per-entity algorithm of :mod:`query_api.funnels.kernel`: one CTE per step, each a few
+           whole-array passes (``arrayFill``, ``arrayShiftRight``, ``arrayMap`` over aligned arrays), so time
+           grows linearly with steps and events; then the chosen path (rule 8) by predecessor links.
+``paths``  one row per counted entity with its path times, sessions and breakdown value.
+final      per step (and breakdown group, by GROUPING SETS): count, exact lower/upper medians and sums of
+           the times from the previous and the first step, and a page of the sorted distinct entity refs.
+
+Two ClickHouse properties shape the text: a lambda that captures an array copies it for every element
+(quadratic on long histories), so no lambda here captures one; and an alias used twice in a SELECT is
+inlined twice, so each step is its own CTE.  Modes finished in Python read :func:`entity_events_query`.
+
+Everything user-supplied is a bound parameter; only structure (step count, column names checked by the
+spec) is written into the text.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from query_api.funnels.events import SEGMENT_MAX_MS
+from query_api.funnels.spec import BREAKDOWN_COLUMNS, FunnelSpec
+from schemas.fields import FIELDS_BY_NAME, Kind
+from schemas.matchers import to_clickhouse
+
+__all__ = ["FunnelQuery", "aggregate_query", "entity_events_query"]
+
+_NO_WINDOW = 1 << 62
+_PATH = "CAST([], 'Array(UInt32)')"
+# The per-entity event tuple: 1 ts, 2 sequence, 3 receive time, 4 event id, 5 step mask, 6 exclusion mask,
+# 7 may start, 8 session id, 9 breakdown value, 10 segment, 11 position in segment.
+_ENTITY_TUPLE = "(ts, seq, rcv, event_id, smask, xmask, can_start, session_id, bd, seg, spos)"
+_SORTED = "arraySort(x -> (x.1, x.2, x.3, x.4), groupArray({tuple}))"
+
+
+@dataclass(frozen=True, slots=True)
+class FunnelQuery:
+    sql: str
+    params: dict[str, Any]
+
+
+def _bits(exprs: list[str]) -> str:
+    return " + ".join(f"if({e}, toUInt64({1 << i}), toUInt64(0))" for i, e in enumerate(exprs)) or "toUInt64(0)"
+
+
+def _breakdown(spec: FunnelSpec, params: dict[str, Any]) -> str:
+    b = spec.breakdown
+    if b is None:
+        return "''"
+    key = b.metadata_key
+    if key is not None:
+        params["bd_key"] = key
+        return "e.metadata[{bd_key:String}]"
+    if b.property == "event_type":
+        return "toString(e.event_type)"
+    kind = FIELDS_BY_NAME[BREAKDOWN_COLUMNS[b.property]].kind
+    return f"ifNull(toString(e.{b.property}), '')" if kind is Kind.INT else f"e.{b.property}"
+
+
+def _tenant_range(t: str) -> str:
+    return (
+        f"{t}org_id = {{org:UUID}} AND {t}project_id = {{project:UUID}} "
+        f"AND {t}timestamp >= fromUnixTimestamp64Milli({{scan_from:Int64}}, 'UTC') "
+        f"AND {t}timestamp < fromUnixTimestamp64Milli({{scan_to:Int64}}, 'UTC')"
+    )
+
+
+def _needs_segments(spec: FunnelSpec) -> bool:
+    return spec.count_by == "sessions" or spec.mode == "strict"
+
+
+def _events_cte(spec: FunnelSpec, org_id: str, project_id: str, *, any_order: bool) -> tuple[str, dict[str, Any]]:
+    params: dict[str, Any] = {
+        "org": org_id,
+        "project": project_id,
+        "scan_from": spec.scan_from_ms,
+        "scan_to": spec.scan_to_ms,
+        "start_before": spec.start_before_ms,
+    }
+    step_conds, excl_conds = [], []
+    for i, step in enumerate(spec.steps, start=1):
+        cond, p = to_clickhouse(step.matcher, f"s{i}")
+        step_conds.append(f"({cond})")
+        params.update(p)
+    for i, ex in enumerate(spec.exclusions, start=1):
+        cond, p = to_clickhouse(ex.matcher, f"x{i}")
+        excl_conds.append((ex.after_step, f"({cond})"))
+        params.update(p)
+    # Several exclusions may share a gap: bit g-1 is their OR.
+    gaps = sorted({g for g, _ in excl_conds})
+    xmask = " + ".join(
+        f"if({' OR '.join(c for g2, c in excl_conds if g2 == g)}, toUInt64({1 << (g - 1)}), toUInt64(0))" for g in gaps
+    ) or "toUInt64(0)"  # fmt: skip
+    cohort = "1"
+    if spec.cohort is not None and spec.cohort.subquery is not None:
+        cohort = f"puid IN ({spec.cohort.subquery.sql})"
+        params.update(dict(spec.cohort.subquery.params))
+    elif spec.cohort is not None:
+        params["cohort_ids"] = sorted(spec.cohort.user_ids)
+        cohort = "has({cohort_ids:Array(String)}, puid)"
+    keep = "" if _needs_segments(spec) else ("AND smask != 0" if any_order else "AND (smask != 0 OR xmask != 0)")
+    sql = f"""
+anon AS (
+    SELECT user_anonymous_id AS anon_id,
+           argMin(user_id, (timestamp, ifNull(event_sequence, 0), received_at, event_id)) AS uid
+    FROM events FINAL
+    WHERE {_tenant_range("")} AND user_id != '' AND user_anonymous_id != ''
+    GROUP BY user_anonymous_id
+),
+ev AS (
+    SELECT e.session_id AS session_id,
+           toUnixTimestamp64Milli(e.timestamp) AS ts,
+           ifNull(e.event_sequence, 0) AS seq,
+           toUnixTimestamp64Milli(e.received_at) AS rcv,
+           e.event_id AS event_id,
+           {_bits(step_conds)} AS smask,
+           {xmask} AS xmask,
+           toUInt8(ts < {{start_before:Int64}}) AS can_start,
+           {_breakdown(spec, params)} AS bd_raw,
+           if(bd_raw = '', '(none)', bd_raw) AS bd,
+           if(e.user_id != '', e.user_id, if(e.user_anonymous_id != '', a.uid, '')) AS puid,
+           multiIf(puid != '', concat('user:', puid),
+                   e.user_anonymous_id != '', concat('anonymous:', e.user_anonymous_id),
+                   concat('session:', e.session_id)) AS person,
+           toUInt8({cohort}) AS in_cohort
+    FROM events AS e FINAL
+    LEFT JOIN anon AS a ON e.user_anonymous_id = a.anon_id
+    WHERE {_tenant_range("e.")} {keep}
+)"""
+    return sql, params
+
+
+def _entities_cte(spec: FunnelSpec, *, any_order: bool) -> str:
+    if not _needs_segments(spec):
+        tup = _ENTITY_TUPLE.replace("seg, spos", "toUInt32(0), toUInt32(0)")
+        return f"""
+ent AS (
+    SELECT person AS entity, {_SORTED.format(tuple=tup)} AS evs
+    FROM ev WHERE in_cohort = 1 GROUP BY person
+)"""
+    entity = "concat('session:', session_id, '#', toString(seg))" if spec.count_by == "sessions" else "person"
+    if spec.count_by == "totals":  # strict totals: any event of the session may end an attempt
+        keep = "x.10 = 1"
+    elif any_order:
+        keep = "x.10 = 1 AND x.5 != 0"
+    else:
+        keep = "x.10 = 1 AND (x.5 != 0 OR x.6 != 0)"
+    return f"""
+sess AS (
+    SELECT session_id,
+           {_SORTED.format(tuple="(ts, seq, rcv, event_id, smask, xmask, can_start, bd, person, in_cohort)")} AS sevs
+    FROM ev GROUP BY session_id
+),
+segd AS (
+    SELECT session_id, sevs,
+           arrayMap(x -> x.1, sevs) AS st,
+           arrayFold((acc, t, i) -> if(i = 1 OR t - acc.2 > {{timeout:Int64}} OR t - acc.1 > {SEGMENT_MAX_MS},
+                                       (t, t, arrayPushBack(acc.3, i)), (acc.1, t, acc.3)),
+                     st, arrayEnumerate(st), (toInt64(0), toInt64(0), {_PATH})).3 AS starts,
+           arrayMap(i -> toUInt32(arrayCount(b -> b <= i, starts)), arrayEnumerate(st)) AS segno,
+           arrayMap((i, sg) -> toUInt32(i - starts[sg]), arrayEnumerate(st), segno) AS segpos
+    FROM sess
+),
+erows AS (
+    SELECT session_id, x.1 AS ts, x.2 AS seq, x.3 AS rcv, x.4 AS event_id, x.5 AS smask, x.6 AS xmask,
+           x.7 AS can_start, x.8 AS bd, x.9 AS person, sg AS seg, sp AS spos
+    FROM segd ARRAY JOIN sevs AS x, segno AS sg, segpos AS sp
+    WHERE {keep}
+),
+ent AS (
+    SELECT {entity} AS entity, {_SORTED.format(tuple=_ENTITY_TUPLE)} AS evs
+    FROM erows GROUP BY entity
+)"""
+
+
+# --- kernels: see query_api/funnels/kernel.py (ordered, strict) and reference.totals_paths (totals) -------
+# No lambda captures an array (ClickHouse would copy the captured array for every element: quadratic on
+# long histories); neighbours come from arrayShiftRight, "last candidate so far" from arrayFill.
+# A candidate is encoded as start * 2^32 + position (0: none): the larger of two is the later start, then
+# the later event.  Each step is its own CTE so that no step's expression is inlined into another's.
+# Output ``found``: the chosen path(s), each an array of (time, session, breakdown value) per step.
+
+_HI = 4294967296  # 2^32
+_ELEMENT = "Tuple(Int64, String, String, UInt32, UInt32)"  # (time, session, value, segment, position)
+
+
+def _shift(a: str) -> str:
+    return f"arrayShiftRight({a}, 1)"
+
+
+def _ordered_steps(spec: FunnelSpec) -> list[str]:
+    """Per step k: ``V{k}`` candidates, ``ST{k}`` their start times; ``FV{k}`` the last step-(k-1)
+    candidate so far (the predecessor of a step-k event is FV{k} one position earlier)."""
+    gaps = {x.after_step for x in spec.exclusions}
+    stages = [f"arrayMap((m, i) -> if(bitTest(m, 0), {_HI} * i + i, 0), M, I) AS V1, T AS ST1"]
+    for k in range(2, len(spec.steps) + 1):
+        items = [
+            f"arrayFill(v -> v > 0, V{k - 1}) AS FV{k}",
+            f"arrayFill((s, v) -> v > 0, ST{k - 1}, V{k - 1}) AS FS{k}",
+        ]
+        args, arrays = ["m", "i", "t", "c", "cs"], ["M", "I", "T", _shift(f"FV{k}"), _shift(f"FS{k}")]
+        conds = [f"bitTest(m, {k - 1})", "c > 0", "t - cs <= {W:Int64}"]
+        if spec.steps[k - 1].window_ms is not None:
+            items.append(f"arrayFill((t, v) -> v > 0, T, V{k - 1}) AS FO{k}")
+            args.append("co")
+            arrays.append(_shift(f"FO{k}"))
+            conds.append(f"t - co <= {{w{k}:Int64}}")
+        if k - 1 in gaps:  # the candidate must not be older than the last exclusion between k-1 and k
+            items.append(f"arrayFill(v -> v > 0, arrayMap((x, i) -> if(bitTest(x, {k - 2}), i, 0), X, I)) AS E{k}")
+            args.append("e")
+            arrays.append(_shift(f"E{k}"))
+            conds.append(f"c % {_HI} >= e")
+        items.append(f"arrayMap(({', '.join(args)}) -> if({' AND '.join(conds)}, c - c % {_HI} + i, 0), "
+                     f"{', '.join(arrays)}) AS V{k}")  # fmt: skip
+        items.append(f"{_shift(f'FS{k}')} AS ST{k}")
+        stages.append(", ".join(items))
+    return stages
+
+
+def _strict_steps(spec: FunnelSpec) -> list[str]:
+    """Strict: the arrays re-sorted into segment order (session, segment, position), where a step's only
+    possible predecessor is the previous element (``OK``: it is the immediately preceding segment event).
+    ``I`` keeps the time-order position (for "reached first" and "latest start"); prefix counts of
+    exclusions in time order find another session's excluded event in between (users)."""
+    gaps = sorted({x.after_step for x in spec.exclusions})
+    key = "(s, g, p)"
+    first = [f"arrayCumSum(arrayMap(x -> toUInt32(bitTest(x, {g - 1})), X)) AS CX{g}" for g in gaps]
+    resort = [
+        f"arraySort((v, s, g, p) -> {key}, {a}, S, G, P) AS {a}{a}" for a in ("T", "M", "X", "S", "B", "G", "P", "I")
+    ] + [f"arraySort((v, s, g, p) -> {key}, CX{g}, S, G, P) AS SCX{g}" for g in gaps]
+    ok = ("arrayMap((s, g, p, s0, g0, p0) -> s = s0 AND g = g0 AND p = p0 + 1, SS, GG, PP, "
+          f"{_shift('SS')}, {_shift('GG')}, {_shift('PP')}) AS OK")  # fmt: skip
+    stages = [", ".join([*first, "1 AS _s"]), ", ".join([*resort, ok]),
+              f"arrayMap((m, i) -> if(bitTest(m, 0), {_HI} * i + i, 0), MM, II) AS V1, TT AS ST1"]  # fmt: skip
+    for k in range(2, len(spec.steps) + 1):
+        args = ["m", "i", "t", "ok", "c", "cs"]
+        arrays = ["MM", "II", "TT", "OK", _shift(f"V{k - 1}"), _shift(f"ST{k - 1}")]
+        conds = [f"bitTest(m, {k - 1})", "ok", "c > 0", "t - cs <= {W:Int64}"]
+        if spec.steps[k - 1].window_ms is not None:
+            args.append("pt")
+            arrays.append(_shift("TT"))
+            conds.append(f"t - pt <= {{w{k}:Int64}}")
+        if k - 1 in gaps:  # exclusions strictly between (time order): before x minus up to the predecessor
+            args += ["cx", "x", "cp"]
+            arrays += [f"SCX{k - 1}", "XX", _shift(f"SCX{k - 1}")]
+            conds.append(f"cx - toUInt32(bitTest(x, {k - 2})) = cp")
+        stages.append(f"arrayMap(({', '.join(args)}) -> if({' AND '.join(conds)}, c - c % {_HI} + i, 0), "
+                      f"{', '.join(arrays)}) AS V{k}, {_shift(f'ST{k - 1}')} AS ST{k}")  # fmt: skip
+    return stages
+
+
+def _path_stages(spec: FunnelSpec) -> list[str]:
+    """The chosen path: the first event (time order) of the furthest level, then predecessors back to
+    step 1; ``Q{k}`` is the position of the path's step-k event in the arrays the steps used."""
+    n, strict = len(spec.steps), spec.mode == "strict"
+    reach = [f"arrayExists(v -> v > 0, V{k}) AS r{k}" for k in range(1, n + 1)]
+    reach.append(f"({' + '.join(f'r{k}' for k in range(1, n + 1))}) AS L")
+    if strict:  # first in time order: the smallest own time position among the level's candidates
+        firsts = [f"arrayMin(arrayMap(v -> if(v > 0, v % {_HI}, {_HI}), V{k})) AS e{k}" for k in range(1, n + 1)]
+        reach += firsts
+        last = f"multiIf({', '.join(f'L = {k}, arrayFirstIndex(v -> v % {_HI} = e{k} AND v > 0, V{k})' for k in range(1, n + 1))}, 0)"  # noqa: E501
+    else:
+        last = f"multiIf({', '.join(f'L = {k}, arrayFirstIndex(v -> v > 0, V{k})' for k in range(1, n + 1))}, 0)"
+    back: list[str] = []
+    for k in range(n, 0, -1):
+        nxt = f"Q{k + 1}" if k < n else "0"
+        prev = f"{nxt} - 1" if strict else f"FV{k + 1}[{nxt} - 1] % {_HI}" if k < n else "0"
+        back.append(f"toUInt32(if({k} > L, 0, if({k} = L, QL, {prev}))) AS Q{k}")
+    t, se, b = ("TT", "SS", "BB") if strict else ("T", "S", "B")
+    elems = ", ".join(f"({t}[Q{k}], {se}[Q{k}], {b}[Q{k}], toUInt32(0), toUInt32(0))" for k in range(1, n + 1))
+    back.append(f"[arraySlice([{elems}], 1, L)] AS found")
+    # separate stages: an alias used in the same SELECT is inlined, and Q{k} uses Q{k+1}
+    return [", ".join(reach), f"toUInt32({last}) AS QL", ", ".join(back)]
+
+
+def _kernel(spec: FunnelSpec) -> str:
+    """CTEs ``k0 .. kern``: per entity its arrays, then ``found``, its chosen path (users, sessions)."""
+    arrays = """entity,
+           arrayMap(x -> x.1, evs) AS T,
+           arrayMap(x -> if(x.7 = 1, x.5, bitAnd(x.5, toUInt64(18446744073709551614))), evs) AS M,
+           arrayMap(x -> x.6, evs) AS X,
+           arrayMap(x -> x.8, evs) AS S,
+           arrayMap(x -> x.9, evs) AS B,
+           arrayMap(x -> x.10, evs) AS G,
+           arrayMap(x -> x.11, evs) AS P,
+           arrayEnumerate(evs) AS I"""
+    stages = (_strict_steps(spec) if spec.mode == "strict" else _ordered_steps(spec)) + _path_stages(spec)
+    ctes = [f"k0 AS (SELECT {arrays} FROM ent)"]
+    for i, items in enumerate(stages, start=1):
+        name = "kern" if i == len(stages) else f"k{i}"
+        ctes.append(f"{name} AS (SELECT *, {items} FROM k{i - 1})")
+    return ",\n".join(ctes)
+
+
+def _window_params(spec: FunnelSpec, params: dict[str, Any]) -> None:
+    params["W"] = spec.window_ms
+    params["w"] = [_NO_WINDOW if s.window_ms is None else s.window_ms for s in spec.steps]
+    for k, step in enumerate(spec.steps, start=1):
+        if step.window_ms is not None:
+            params[f"w{k}"] = step.window_ms
+    params["timeout"] = spec.session_timeout_ms
+
+
+def _attribution(spec: FunnelSpec) -> str:
+    b = spec.breakdown
+    if b is None:
+        return "'(none)'"
+    if b.attribution == "first_step":
+        return "path[1].3"
+    if b.attribution == "last_step":
+        return "path[-1].3"
+    return f"if(length(path) >= {b.step}, path[{b.step}].3, '(none)')"
+
+
+def aggregate_query(spec: FunnelSpec, org_id: str, project_id: str) -> FunnelQuery:
+    """Rows ``(overall, value, k, count, prev low/high/sum, first low/high/sum, converted, dropped_next)``:
+    per step k and per breakdown group (``overall = 0``) and overall (``overall = 1``).  ``dropped_next``
+    holds the refs of units whose furthest step is k (they dropped at k + 1)."""
+    events, params = _events_cte(spec, org_id, project_id, any_order=False)
+    _window_params(spec, params)
+    params["off"] = spec.entities_offset
+    params["lim"] = spec.entities_limit
+    n = len(spec.steps)
+    group = "GROUP BY GROUPING SETS ((value, k), (k))" if spec.breakdown is not None else "GROUP BY value, k"
+    overall = "grouping(value) = 1" if spec.breakdown is not None else "1"
+
+    def refs(cond: str | None) -> str:
+        """A page of the sorted distinct refs (entity, session) of the group's rows (where ``cond``)."""
+        agg = f"groupUniqArrayIf((entity, session), {cond})" if cond else "groupUniqArray((entity, session))"
+        return f"arraySlice(arraySort({agg}), {{off:UInt32}} + 1, {{lim:UInt32}})"
+
+    sql = f"""WITH {events},{_entities_cte(spec, any_order=False)},
+{_kernel(spec)},
+paths AS (
+    SELECT entity, arrayMap(e -> e.1, path) AS times, arrayMap(e -> e.2, path) AS sessions,
+           {_attribution(spec)} AS value
+    FROM kern ARRAY JOIN found AS path
+    WHERE notEmpty(path)
+)
+SELECT toUInt8({overall}) AS overall, value, k, count() AS units,
+       quantileExactLow(0.5)(d_prev), quantileExactHigh(0.5)(d_prev), sum(d_prev),
+       quantileExactLow(0.5)(d_first), quantileExactHigh(0.5)(d_first), sum(d_first),
+       {refs(None)} AS converted,
+       {refs(f"k = length(times) AND k < {n}")} AS dropped_next
+FROM (
+    SELECT entity, value, k, times, sessions[k] AS session,
+           times[k] - times[if(k > 1, k - 1, 1)] AS d_prev, times[k] - times[1] AS d_first
+    FROM paths ARRAY JOIN arrayEnumerate(times) AS k
+)
+{group}
+ORDER BY overall, value, k"""
+    return FunnelQuery(sql, params)
+
+
+def entity_events_query(spec: FunnelSpec, org_id: str, project_id: str) -> FunnelQuery:
+    """Per counted entity, its events in the total order (tuples as ``_ENTITY_TUPLE``): compact input for
+    the modes finished in Python (any order, totals).  Kept: step-matching events (any order); events
+    matching a step or an exclusion (ordered totals); every event (strict totals: any event of the
+    session may end an attempt)."""
+    events, params = _events_cte(spec, org_id, project_id, any_order=spec.mode == "any_order")
+    _window_params(spec, params)
+    sql = f"WITH {events},{_entities_cte(spec, any_order=spec.mode == 'any_order')}\nSELECT entity, evs FROM ent"
+    return FunnelQuery(sql, params)
