@@ -80,6 +80,21 @@ _SESSION = """query($p: ID!, $s: String!) { session(projectId: $p, sessionId: $s
 _EVENTS = """query($p: ID!, $from: DateTime, $to: DateTime) {
   events(projectId: $p, from: $from, to: $to) { total byType { eventType count } } }"""
 _PROJECTS = "{ projects { id name slug } }"
+_JOURNEY_FIELDS = (
+    "id projectId name description timeoutMinutes isActive version steps { position name matcher isRequired }"
+)
+_JOURNEYS = (
+    f"query($p: ID!, $all: Boolean!) {{ journeys(projectId: $p, includeInactive: $all) {{ {_JOURNEY_FIELDS} }} }}"
+)
+_JOURNEY = f"query($id: ID!) {{ journey(id: $id) {{ {_JOURNEY_FIELDS} }} }}"
+_STEP_FIELDS = (
+    "step name count conversionFromFirst conversionFromPrevious dropOff medianMsFromPrevious meanMsFromPrevious "
+    "medianMsFromFirst meanMsFromFirst converted { entityId sessionId } dropped { entityId sessionId }"
+)
+_FUNNEL = (
+    f"query($p: ID!, $spec: JSON!) {{ funnel(projectId: $p, spec: $spec) {{ mode countBy steps {{ {_STEP_FIELDS} }} "
+    f"breakdown {{ value steps {{ {_STEP_FIELDS} }} }} breakdownTruncated }} }}"
+)
 
 
 def build_mcp_server(backends: Backends, *, stdio_token: str | None = None, http_url: str | None = None) -> MCPServer:
@@ -128,5 +143,25 @@ def build_mcp_server(backends: Backends, *, stdio_token: str | None = None, http
     )
     async def count_events(project_id: str, date_from: str | None = None, date_to: str | None = None) -> dict[str, Any]:
         return await run(_EVENTS, {"p": project_id, "from": date_from, "to": date_to})
+
+    @server.tool(name="pg.list_journeys", description="Journeys defined for a project, with their ordered steps.")
+    async def list_journeys(project_id: str, include_inactive: bool = False) -> dict[str, Any]:
+        return await run(_JOURNEYS, {"p": project_id, "all": include_inactive})
+
+    @server.tool(name="pg.get_journey", description="One journey by id, with its ordered steps and matchers.")
+    async def get_journey(journey_id: str) -> dict[str, Any]:
+        return await run(_JOURNEY, {"id": journey_id})
+
+    @server.tool(
+        name="pg.run_funnel",
+        description=(
+            "An ad-hoc funnel, identical to GraphQL `funnel`. spec: {steps: [matcher | {matcher, window_ms, name}] "
+            "(2-50), mode: ordered|strict|any_order, count_by: users|sessions|totals, window_ms, exclusions: "
+            "[{matcher, after_step}], breakdown: {property, attribution}, date_from, date_to}. A matcher is e.g. "
+            '{"event_type": "page.view", "page_path": "/checkout/*", "page_path_mode": "glob"}.'
+        ),
+    )
+    async def run_funnel(project_id: str, spec: dict[str, Any]) -> dict[str, Any]:
+        return await run(_FUNNEL, {"p": project_id, "spec": spec})
 
     return server

@@ -21,6 +21,13 @@ from tests.integration.test_query_api import DAY, NEXT_DAY, T0
 
 pytestmark = pytest.mark.integration
 
+SPEC = {
+    "steps": [{"event_type": "page.view", "page_path": "/p0"}, {"event_type": "page.view", "page_path": "/p1"}],
+    "count_by": "sessions",
+    "date_from": f"{DAY}T00:00:00Z",
+    "date_to": f"{NEXT_DAY}T00:00:00Z",
+}
+
 
 def _settings(s: Servers) -> QueryApiSettings:
     return QueryApiSettings(clickhouse_url=s.clickhouse_url, postgres_dsn=s.postgres_dsn, redis_url=s.redis_url)
@@ -38,9 +45,10 @@ async def test_tools_match_graphql_and_stay_in_the_org(servers: Servers, tenant:
 
     ctx = IngestContext(tenant["org_id"], tenant["project_id"], tenant["project_slug"], T0 + 10_000)
     sink = ClickHouseEventSink(clickhouse_client(servers.clickhouse_url))
-    for i in range(7):
-        raw = {"event_id": f"m{i}", "project_id": tenant["project_id"], "session.id": "mcp-s",
-               "event.type": "page.view", "event.timestamp": f"{DAY}T10:00:0{i}Z"}  # fmt: skip
+    rows = [("mcp-s", i, f"/p{i % 3}") for i in range(7)] + [("mcp-t", 0, "/p0")]  # mcp-t stops after /p0
+    for session, i, path in rows:
+        raw = {"event_id": f"m-{session}-{i}", "project_id": tenant["project_id"], "session.id": session,
+               "event.type": "page.view", "event.timestamp": f"{DAY}T10:00:0{i}Z", "page.path": path}  # fmt: skip
         rec = validate_event(i, raw, ctx)
         assert isinstance(rec, EventRecord)
         sink.add(rec)
@@ -56,6 +64,10 @@ async def test_tools_match_graphql_and_stay_in_the_org(servers: Servers, tenant:
             )
             day = {"date_from": f"{DAY}T00:00:00Z", "date_to": f"{NEXT_DAY}T00:00:00Z"}
             counts = _payload(await client.call_tool("pg.count_events", {"project_id": tenant["project_id"], **day}))
+            funnel = _payload(
+                await client.call_tool("pg.run_funnel", {"project_id": tenant["project_id"], "spec": SPEC})
+            )
+            journeys = _payload(await client.call_tool("pg.list_journeys", {"project_id": tenant["project_id"]}))
         other = bootstrap_org(servers.postgres_dsn, "MCP other", f"m{tenant['project_slug']}", "x", "x")
         async with Client(build_mcp_server(backends, stdio_token=other.admin_token)) as client:
             foreign = await client.call_tool(
@@ -80,5 +92,23 @@ async def test_tools_match_graphql_and_stay_in_the_org(servers: Servers, tenant:
         resp = await http.post(
             "/graphql", json={"query": q}, headers={"Authorization": f"Bearer {tenant['admin_token']}"}
         )
+        fq = (
+            "query($p: ID!, $spec: JSON!) { funnel(projectId: $p, spec: $spec) { mode countBy steps { step count "
+            "conversionFromFirst conversionFromPrevious dropOff medianMsFromPrevious meanMsFromPrevious "
+            "medianMsFromFirst meanMsFromFirst converted { entityId sessionId } dropped { entityId sessionId } } "
+            "breakdown { value } breakdownTruncated } }"
+        )
+        via_graphql = await http.post(
+            "/graphql",
+            json={"query": fq, "variables": {"p": tenant["project_id"], "spec": SPEC}},
+            headers={"Authorization": f"Bearer {tenant['admin_token']}"},
+        )
     assert via_mcp["session"] == resp.json()["data"]["session"]
-    assert via_mcp["session"]["eventCount"] == 7 and counts["events"]["total"] == 7
+    assert via_mcp["session"]["eventCount"] == 7 and counts["events"]["total"] == 8
+    assert journeys == {"journeys": []}
+    # Hand-computed: both sessions reach /p0; only mcp-s reaches /p1, one second later.
+    g = via_graphql.json()["data"]["funnel"]
+    steps = [{k: v for k, v in st.items() if k != "name"} for st in funnel["funnel"]["steps"]]
+    assert steps == g["steps"]
+    assert [(st["count"], st["dropOff"], st["conversionFromFirst"]) for st in steps] == [(2, 0, 1.0), (1, 1, 0.5)]
+    assert steps[1]["medianMsFromPrevious"] == 1000 and steps[1]["dropped"][0]["sessionId"] == "mcp-t"

@@ -1,0 +1,94 @@
+"""The ``funnel`` GraphQL field: the question as JSON (the same shape :func:`parse_funnel_spec` and the MCP
+tool take), the answer fully typed.  Thin: tenant from the token, spec validated, :func:`run_funnel`."""
+
+from __future__ import annotations
+
+import strawberry
+from strawberry.scalars import JSON
+from strawberry.types import Info
+
+from query_api.context import QueryContext
+from query_api.funnels.clickhouse import run_funnel
+from query_api.funnels.result import FunnelResult, StepResult
+from query_api.funnels.spec import parse_funnel_spec
+
+__all__ = ["FunnelQuery"]
+
+
+@strawberry.type
+class FunnelEntity:
+    entity_id: str
+    session_id: str
+
+
+@strawberry.type
+class FunnelStepResult:
+    step: int
+    name: str | None
+    count: int
+    conversion_from_first: float
+    conversion_from_previous: float
+    drop_off: int
+    median_ms_from_previous: float | None
+    mean_ms_from_previous: float | None
+    median_ms_from_first: float | None
+    mean_ms_from_first: float | None
+    converted: list[FunnelEntity]
+    dropped: list[FunnelEntity]
+
+
+@strawberry.type
+class FunnelBreakdownGroup:
+    value: str
+    steps: list[FunnelStepResult]
+
+
+@strawberry.type
+class Funnel:
+    mode: str
+    count_by: str
+    steps: list[FunnelStepResult]
+    breakdown: list[FunnelBreakdownGroup]
+    breakdown_truncated: bool
+
+
+def _step(s: StepResult) -> FunnelStepResult:
+    return FunnelStepResult(
+        step=s.step,
+        name=s.name,
+        count=s.count,
+        conversion_from_first=s.conversion_from_first,
+        conversion_from_previous=s.conversion_from_previous,
+        drop_off=s.drop_off,
+        median_ms_from_previous=s.median_ms_from_previous,
+        mean_ms_from_previous=s.mean_ms_from_previous,
+        median_ms_from_first=s.median_ms_from_first,
+        mean_ms_from_first=s.mean_ms_from_first,
+        converted=[FunnelEntity(entity_id=e.entity_id, session_id=e.session_id) for e in s.converted],
+        dropped=[FunnelEntity(entity_id=e.entity_id, session_id=e.session_id) for e in s.dropped],
+    )
+
+
+def to_graphql(r: FunnelResult) -> Funnel:
+    return Funnel(
+        mode=r.mode,
+        count_by=r.count_by,
+        steps=[_step(s) for s in r.steps],
+        breakdown=[FunnelBreakdownGroup(value=g.value, steps=[_step(s) for s in g.steps]) for g in r.breakdown],
+        breakdown_truncated=r.breakdown_truncated,
+    )
+
+
+@strawberry.type
+class FunnelQuery:
+    @strawberry.field(
+        description="An ad-hoc funnel (2-50 steps; ordered, strict or any_order; users, sessions or totals; "
+        "windows, exclusions, breakdown, date range). `spec` is JSON: {steps: [matcher | {matcher, window_ms, "
+        "name}], mode, count_by, window_ms, exclusions, breakdown, date_from, date_to, entities_limit}."
+    )
+    async def funnel(self, info: Info[QueryContext, None], project_id: strawberry.ID, spec: JSON) -> Funnel:
+        tenant = await info.context.tenant(str(project_id))
+        if not isinstance(spec, dict):
+            raise ValueError("spec: must be an object")
+        parsed = parse_funnel_spec(spec)  # FunnelSpecError is a ValueError: shown to the caller as is
+        return to_graphql(await run_funnel(info.context.clickhouse, tenant, parsed))
