@@ -3,6 +3,8 @@ tool take), the answer fully typed.  Thin: tenant from the token, spec validated
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+
 import strawberry
 from strawberry.scalars import JSON
 from strawberry.types import Info
@@ -13,6 +15,8 @@ from query_api.funnels.result import FunnelResult, StepResult
 from query_api.funnels.spec import parse_funnel_spec
 
 __all__ = ["FunnelQuery"]
+
+DEFAULT_RANGE = timedelta(days=30)  # like PostHog/Mixpanel: the last 30 days when no range is given
 
 
 @strawberry.type
@@ -84,11 +88,14 @@ class FunnelQuery:
     @strawberry.field(
         description="An ad-hoc funnel (2-50 steps; ordered, strict or any_order; users, sessions or totals; "
         "windows, exclusions, breakdown, date range). `spec` is JSON: {steps: [matcher | {matcher, window_ms, "
-        "name}], mode, count_by, window_ms, exclusions, breakdown, date_from, date_to, entities_limit}."
+        "name}], mode, count_by, window_ms, exclusions, breakdown, date_from, date_to (default: the last 30 days), "
+        "entities_limit}."
     )
     async def funnel(self, info: Info[QueryContext, None], project_id: strawberry.ID, spec: JSON) -> Funnel:
         tenant = await info.context.tenant(str(project_id))
         if not isinstance(spec, dict):
             raise ValueError("spec: must be an object")
-        parsed = parse_funnel_spec(spec)  # FunnelSpecError is a ValueError: shown to the caller as is
+        now = datetime.now(UTC)
+        question = {"date_from": (now - DEFAULT_RANGE).isoformat(), "date_to": now.isoformat(), **spec}
+        parsed = parse_funnel_spec(question)  # FunnelSpecError is a ValueError: shown to the caller as is
         return to_graphql(await run_funnel(info.context.clickhouse, tenant, parsed))
