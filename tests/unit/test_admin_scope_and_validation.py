@@ -21,6 +21,7 @@ from query_api.admin.validation import (
 )
 from query_api.errors import InvalidInput, NotFound
 from query_api.tenant_scope import TENANT_FILTER, Tenant, UnscopedQuery, check_scoped, redis_key, tenant_parameters
+from schemas.sessions import live_key
 
 T = Tenant("0b5ad8a3-1d7e-4c55-9c3c-5d1d63b7e0a1", "7f1f4f1e-0c1b-4a43-9c61-2a4d0d3b8f00")
 
@@ -65,6 +66,7 @@ def test_tenant_parameters_come_from_the_tenant_only() -> None:
 
 def test_redis_keys_live_under_the_tenants_project() -> None:
     assert redis_key(T, "session", "s1") == f"session:{T.project_id}:s1"
+    assert redis_key(T, "session", "s1") == live_key(T.project_id, "s1")  # the processors' layout (schemas/)
     assert redis_key(T, "live_steps", "j", "2") == f"live_steps:{T.project_id}:j:2"
     with pytest.raises(ValueError):
         redis_key(T, "session:other-project")
