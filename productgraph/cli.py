@@ -17,12 +17,21 @@ from productgraph.dlq import dlq
 from stream_processors import KIND_NAMES
 
 
+class _JsonLines(logging.Formatter):
+    """One JSON object per line (structured logs), exceptions included, quotes escaped."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {"ts": self.formatTime(record), "level": record.levelname, "logger": record.name,
+                 "msg": record.getMessage()}  # fmt: skip
+        if record.exc_info:
+            entry["exc"] = self.formatException(record.exc_info)
+        return json.dumps(entry, ensure_ascii=False)
+
+
 def _logging(level: str) -> None:
-    logging.basicConfig(
-        level=level.upper(),
-        format='{"ts":"%(asctime)s","level":"%(levelname)s","logger":"%(name)s","msg":"%(message)s"}',
-        stream=sys.stderr,
-    )
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_JsonLines())
+    logging.basicConfig(level=level.upper(), handlers=[handler])
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
@@ -110,7 +119,7 @@ def processor(kind: str) -> None:
 
     \b
     warehouse  events -> ClickHouse `events` (batched, deduplicated)
-    sessions   live sessions -> Redis
+    sessions   live sessions -> Redis, versioned session rows -> ClickHouse `sessions`
     """
     from stream_processors.settings import ProcessorSettings
     from stream_processors.worker import run_worker
