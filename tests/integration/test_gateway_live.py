@@ -13,14 +13,13 @@ from typing import Any
 import httpx
 import psycopg
 import pytest
-from aiokafka import AIOKafkaConsumer
 
 from ingest_gateway.app import create_app
 from ingest_gateway.settings import GatewaySettings
 from productgraph.db import hash_secret, tenant_transaction_sync
 from schemas.records import EventRecord
-from schemas.topics import EVENTS
 from tests.conftest import Servers
+from tests.kafka_reading import project_messages
 
 pytestmark = pytest.mark.integration
 
@@ -111,27 +110,8 @@ async def test_duplicates_reported_and_produced_once(servers: Servers, tenant: d
         await asyncio.sleep(0.2)  # the dedup confirmation runs after the answer
         retry = await gw.post("/v1/events", json=_events(tenant, ids), headers=h)
         assert retry.json() == {"accepted": 2, "rejected": 0, "duplicates": 3, "errors": []}
-    consumer = AIOKafkaConsumer(
-        EVENTS.name,
-        bootstrap_servers=servers.kafka_bootstrap,
-        group_id=f"t-{uuid.uuid4()}",
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
-    )
-    await consumer.start()
-    seen: list[str] = []
-    try:
-        deadline = time.monotonic() + 20
-        while len(seen) < 5 and time.monotonic() < deadline:
-            for msgs in (await consumer.getmany(timeout_ms=500)).values():
-                seen += [
-                    r.event_id for m in msgs if (r := EventRecord.decode(m.value)).project_id == tenant["project_id"]
-                ]
-        await asyncio.sleep(1.0)
-        for msgs in (await consumer.getmany(timeout_ms=500)).values():
-            seen += [r.event_id for m in msgs if (r := EventRecord.decode(m.value)).project_id == tenant["project_id"]]
-    finally:
-        await consumer.stop()
+    messages = await project_messages(servers.kafka_bootstrap, tenant["project_id"], 5, settle_s=1.0)
+    seen = [EventRecord.decode(m.value).event_id for m in messages]
     assert sorted(seen) == sorted(ids)
 
 

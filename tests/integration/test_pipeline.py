@@ -23,6 +23,7 @@ from stream_processors.runner import BatchRunner
 from stream_processors.settings import ProcessorSettings
 from stream_processors.worker import KINDS
 from tests.conftest import Servers
+from tests.kafka_reading import project_messages
 
 pytestmark = pytest.mark.integration
 
@@ -79,26 +80,9 @@ async def test_gateway_answers_per_event_and_publishes_after_ack(
         "errors": [{"index": 2, "error": "session.id: required"}],
     }
 
-    consumer = AIOKafkaConsumer(
-        EVENTS.name,
-        bootstrap_servers=servers.kafka_bootstrap,
-        group_id=f"t-{uuid.uuid4()}",
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
-    )
-    await consumer.start()
-    found: list[EventRecord] = []
-    try:
-        deadline = time.monotonic() + 20
-        while len(found) < 5 and time.monotonic() < deadline:
-            for msgs in (await consumer.getmany(timeout_ms=500)).values():
-                for m in msgs:
-                    rec = EventRecord.decode(m.value)
-                    if rec.project_id == tenant["project_id"]:
-                        found.append(rec)
-                        assert m.key == f"{tenant['project_id']}:{rec.session_id}".encode()
-    finally:
-        await consumer.stop()
+    messages = await project_messages(servers.kafka_bootstrap, tenant["project_id"], 5)
+    found = [EventRecord.decode(m.value) for m in messages]
+    assert all(m.key == f"{tenant['project_id']}:{r.session_id}".encode() for m, r in zip(messages, found, strict=True))
     assert sorted(r.event_id for r in found) == sorted(e["event_id"] for e in events if e["event_id"] != "bad")
     assert all(r.org_id == tenant["org_id"] for r in found)
 
@@ -127,23 +111,10 @@ async def test_processors_store_each_event_once_even_when_redelivered(
     # A redelivery as after a crash before commit: the same records once more, straight to Kafka.
     producer = AIOKafkaProducer(bootstrap_servers=servers.kafka_bootstrap, acks="all")
     await producer.start()
-    consumer = AIOKafkaConsumer(
-        EVENTS.name,
-        bootstrap_servers=servers.kafka_bootstrap,
-        group_id=f"t-{uuid.uuid4()}",
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
-    )
-    await consumer.start()
     replayed = 0
-    deadline = time.monotonic() + 20
-    while replayed < 100 and time.monotonic() < deadline:
-        for msgs in (await consumer.getmany(timeout_ms=500)).values():
-            for m in msgs:
-                if replayed < 100 and EventRecord.decode(m.value).project_id == tenant["project_id"]:
-                    await producer.send_and_wait(EVENTS.name, m.value, key=m.key)
-                    replayed += 1
-    await consumer.stop()
+    for m in (await project_messages(servers.kafka_bootstrap, tenant["project_id"], 100))[:100]:
+        await producer.send_and_wait(EVENTS.name, m.value, key=m.key)
+        replayed += 1
     await producer.send_and_wait(EVENTS.name, b"\x00 poison, not a record", key=b"poison")
     await producer.stop()
     assert replayed == 100
