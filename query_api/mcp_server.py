@@ -95,6 +95,9 @@ _FUNNEL = (
     f"query($p: ID!, $spec: JSON!) {{ funnel(projectId: $p, spec: $spec) {{ mode countBy steps {{ {_STEP_FIELDS} }} "
     f"breakdown {{ value steps {{ {_STEP_FIELDS} }} }} breakdownTruncated }} }}"
 )
+_LIVE = """query($p: ID!) { liveMetrics(projectId: $p) { projectId at activeSessions activeUsers eventsLastHour
+  eventsPerMinute { minute count } journeys { journeyId name steps { position name entriesLast5Minutes
+  entriesLastHour } } } }"""
 
 
 def build_mcp_server(backends: Backends, *, stdio_token: str | None = None, http_url: str | None = None) -> MCPServer:
@@ -163,5 +166,13 @@ def build_mcp_server(backends: Backends, *, stdio_token: str | None = None, http
     )
     async def run_funnel(project_id: str, spec: dict[str, Any]) -> dict[str, Any]:
         return await run(_FUNNEL, {"p": project_id, "spec": spec})
+
+    @server.tool(
+        name="pg.get_live_metrics",
+        description="Real-time numbers of a project: active sessions and users (last 5 min), events per minute "
+        "(last 60 min), live journey step entries. Identical to GraphQL `liveMetrics`.",
+    )
+    async def get_live_metrics(project_id: str) -> dict[str, Any]:
+        return await run(_LIVE, {"p": project_id})
 
     return server
