@@ -75,8 +75,23 @@ class AccessTokenVerifier:
         return AccessToken(token=token, client_id=info.org_id, scopes=[info.role], subject=info.token_id)
 
 
-_SESSION = """query($p: ID!, $s: String!) { session(projectId: $p, sessionId: $s) {
-  sessionId eventCount startedAt endedAt durationMs live { eventCount startedAt lastEventAt userId currentPage } } }"""
+_SEGMENT_FIELDS = (
+    "sessionId segment startedAt endedAt durationMs entryPage exitPage pageViews uniquePages eventCount errorCount "
+    "userId device browser os journeyId lastJourneyStepId conversionStatus replayLink"
+)
+_SESSION = f"""query($p: ID!, $s: String!, $seg: Int, $first: Int!, $after: String) {{
+  session(projectId: $p, sessionId: $s) {{ live {{ eventCount startedAt lastEventAt userId currentPage }} }}
+  sessionReplay(projectId: $p, sessionId: $s, segment: $seg, first: $first, after: $after) {{
+    sessionId segment segments {{ {_SEGMENT_FIELDS} }}
+    events {{ nodes {{ eventId type name page timestamp sequence attributes metadata
+      stateDiff {{ key added {{ path oldValue newValue }} removed {{ path oldValue newValue }}
+                  changed {{ path oldValue newValue }} truncated }} }}
+      pageInfo {{ hasNextPage endCursor }} }}
+    pageTransitions {{ from to at }} apiCalls {{ type at method path statusCode durationMs }}
+    errors {{ at message type component page }} timelineTruncated }} }}"""
+_SEARCH = f"""query($p: ID!, $f: SessionFilter, $first: Int!, $after: String) {{
+  sessions(projectId: $p, filter: $f, first: $first, after: $after) {{
+    nodes {{ {_SEGMENT_FIELDS} }} pageInfo {{ hasNextPage endCursor }} totalCount }} }}"""
 _EVENTS = """query($p: ID!, $from: DateTime, $to: DateTime) {
   events(projectId: $p, from: $from, to: $to) { total byType { eventType count } } }"""
 _PROJECTS = "{ projects { id name slug } }"
@@ -136,9 +151,28 @@ def build_mcp_server(backends: Backends, *, stdio_token: str | None = None, http
     async def list_projects() -> dict[str, Any]:
         return await run(_PROJECTS, {})
 
-    @server.tool(name="pg.get_session", description="One session: event count, start, end, duration and live state.")
-    async def get_session(project_id: str, session_id: str) -> dict[str, Any]:
-        return await run(_SESSION, {"p": project_id, "s": session_id})
+    @server.tool(
+        name="pg.get_session",
+        description="One session's replay, identical to GraphQL `sessionReplay` (+ live state): its segments, events "
+        "in order with state diffs (one page of `first`; pass `after` = endCursor for the next), page transitions, "
+        "API calls and errors. `segment` picks one segment (default: the whole session).",
+    )
+    async def get_session(
+        project_id: str, session_id: str, segment: int | None = None, first: int = 100, after: str | None = None
+    ) -> dict[str, Any]:
+        return await run(_SESSION, {"p": project_id, "s": session_id, "seg": segment, "first": first, "after": after})
+
+    @server.tool(
+        name="pg.search_sessions",
+        description="Search session segments, identical to GraphQL `sessions`. filter (all optional, AND): userId, "
+        "page + pageMatch (EXACT|PREFIX), journeyId, journeyStatus (pending|converted|bounced|dropped|abandoned), "
+        "hasError, minDurationMs, maxDurationMs, dateFrom, dateTo (RFC 3339; default last 7 days), text (actions, "
+        "components, event names). Newest first; `first` per page (max 200), `after` = endCursor.",
+    )
+    async def search_sessions(
+        project_id: str, filter: dict[str, Any] | None = None, first: int = 50, after: str | None = None
+    ) -> dict[str, Any]:
+        return await run(_SEARCH, {"p": project_id, "f": filter, "first": first, "after": after})
 
     @server.tool(
         name="pg.count_events",

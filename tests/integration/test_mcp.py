@@ -58,7 +58,9 @@ async def test_tools_match_graphql_and_stay_in_the_org(servers: Servers, tenant:
     try:
         async with Client(build_mcp_server(backends, stdio_token=tenant["admin_token"])) as client:
             names = {t.name for t in (await client.list_tools()).tools}
-            assert {"pg.get_session", "pg.count_events", "pg.list_projects"} <= names
+            assert {
+                "pg.get_session", "pg.search_sessions", "pg.count_events", "pg.list_projects", "pg.get_live_metrics"
+            } <= names  # fmt: skip
             via_mcp = _payload(
                 await client.call_tool("pg.get_session", {"project_id": tenant["project_slug"], "session_id": "mcp-s"})
             )
@@ -68,6 +70,14 @@ async def test_tools_match_graphql_and_stay_in_the_org(servers: Servers, tenant:
                 await client.call_tool("pg.run_funnel", {"project_id": tenant["project_id"], "spec": SPEC})
             )
             journeys = _payload(await client.call_tool("pg.list_journeys", {"project_id": tenant["project_id"]}))
+            page2 = _payload(
+                await client.call_tool(
+                    "pg.get_session",
+                    {"project_id": tenant["project_id"], "session_id": "mcp-s", "first": 3,
+                     "after": via_mcp["sessionReplay"]["events"]["pageInfo"]["endCursor"]},
+                )
+            )  # fmt: skip
+            live = _payload(await client.call_tool("pg.get_live_metrics", {"project_id": tenant["project_id"]}))
         other = bootstrap_org(servers.postgres_dsn, "MCP other", f"m{tenant['project_slug']}", "x", "x")
         async with Client(build_mcp_server(backends, stdio_token=other.admin_token)) as client:
             foreign = await client.call_tool(
@@ -85,12 +95,12 @@ async def test_tools_match_graphql_and_stay_in_the_org(servers: Servers, tenant:
         app.router.lifespan_context(app),
         httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://api") as http,
     ):
-        q = (
-            f'{{ session(projectId: "{tenant["project_slug"]}", sessionId: "mcp-s") {{ sessionId eventCount startedAt '
-            "endedAt durationMs live { eventCount startedAt lastEventAt userId currentPage } } }"
-        )
+        from query_api.mcp_server import _SESSION
+
         resp = await http.post(
-            "/graphql", json={"query": q}, headers={"Authorization": f"Bearer {tenant['admin_token']}"}
+            "/graphql",
+            json={"query": _SESSION, "variables": {"p": tenant["project_slug"], "s": "mcp-s", "first": 100}},
+            headers={"Authorization": f"Bearer {tenant['admin_token']}"},
         )
         fq = (
             "query($p: ID!, $spec: JSON!) { funnel(projectId: $p, spec: $spec) { mode countBy steps { step count "
@@ -103,8 +113,15 @@ async def test_tools_match_graphql_and_stay_in_the_org(servers: Servers, tenant:
             json={"query": fq, "variables": {"p": tenant["project_id"], "spec": SPEC}},
             headers={"Authorization": f"Bearer {tenant['admin_token']}"},
         )
-    assert via_mcp["session"] == resp.json()["data"]["session"]
-    assert via_mcp["session"]["eventCount"] == 7 and counts["events"]["total"] == 8
+    assert via_mcp == resp.json()["data"]
+    replay = via_mcp["sessionReplay"]["events"]
+    assert [e["eventId"] for e in replay["nodes"]] == [f"m-mcp-s-{i}" for i in range(7)]
+    assert [e["eventId"] for e in page2["sessionReplay"]["events"]["nodes"]] == []  # all 7 fit the first page
+    assert [t["to"] for t in via_mcp["sessionReplay"]["pageTransitions"]] == [f"/p{i % 3}" for i in range(7)]
+    assert counts["events"]["total"] == 8
+    assert (
+        live["liveMetrics"]["projectId"] == tenant["project_id"] and len(live["liveMetrics"]["eventsPerMinute"]) == 60
+    )
     assert journeys == {"journeys": []}
     # Hand-computed: both sessions reach /p0; only mcp-s reaches /p1, one second later.
     g = via_graphql.json()["data"]["funnel"]
