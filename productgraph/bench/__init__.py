@@ -18,3 +18,6 @@ bench.add_command(_query)
 from productgraph.bench.ingest import ingest as _ingest  # noqa: E402
 
 bench.add_command(_ingest)
+from productgraph.bench.pipeline import pipeline as _pipeline  # noqa: E402
+
+bench.add_command(_pipeline)
