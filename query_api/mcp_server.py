@@ -113,6 +113,13 @@ _FUNNEL = (
 _LIVE = """query($p: ID!) { liveMetrics(projectId: $p) { projectId at activeSessions activeUsers eventsLastHour
   eventsPerMinute { minute count } journeys { journeyId name steps { position name entriesLast5Minutes
   entriesLastHour } } } }"""
+_SUGGESTIONS = """query($p: ID!, $days: Int!, $limit: Int!) {
+  journeySuggestions(projectId: $p, days: $days, limit: $limit) { name pages steps sessions share } }"""
+_RETENTION = """query($p: ID!, $period: RetentionPeriod!, $periods: Int, $start: JSON, $ret: JSON, $from: DateTime,
+                 $to: DateTime, $cohort: ID) {
+  retention(projectId: $p, period: $period, periods: $periods, startEvent: $start, returnEvent: $ret,
+            dateFrom: $from, dateTo: $to, cohortId: $cohort) {
+    period periods cohorts { start size cells { period count rate } } } }"""
 
 
 def build_mcp_server(backends: Backends, *, stdio_token: str | None = None, http_url: str | None = None) -> MCPServer:
@@ -208,5 +215,34 @@ def build_mcp_server(backends: Backends, *, stdio_token: str | None = None, http
     )
     async def get_live_metrics(project_id: str) -> dict[str, Any]:
         return await run(_LIVE, {"p": project_id})
+
+    @server.tool(
+        name="pg.get_suggestions",
+        description="Journeys worth defining, identical to GraphQL `journeySuggestions`: the most frequent page "
+        "sequences after a session's entry page over the last `days` (1-90), not covered by an existing journey; "
+        "each with ready-to-use steps (matchers), sessions and share.",
+    )
+    async def get_suggestions(project_id: str, days: int = 30, limit: int = 5) -> dict[str, Any]:
+        return await run(_SUGGESTIONS, {"p": project_id, "days": days, "limit": limit})
+
+    @server.tool(
+        name="pg.get_retention",
+        description="Retention triangle, identical to GraphQL `retention`: cohorts by first start event per "
+        "period (DAY|WEEK|MONTH), share returning (return event) in each of `periods` later periods. start_event / "
+        "return_event are matchers (default any event); date_from / date_to RFC 3339; cohort_id a saved cohort.",
+    )
+    async def get_retention(
+        project_id: str,
+        period: str = "DAY",
+        periods: int | None = None,
+        start_event: dict[str, Any] | None = None,
+        return_event: dict[str, Any] | None = None,
+        date_from: str | None = None,
+        date_to: str | None = None,
+        cohort_id: str | None = None,
+    ) -> dict[str, Any]:
+        variables = {"p": project_id, "period": period, "periods": periods, "start": start_event, "ret": return_event,
+                     "from": date_from, "to": date_to, "cohort": cohort_id}  # fmt: skip
+        return await run(_RETENTION, variables)
 
     return server
