@@ -256,6 +256,19 @@ def mcp(transport: str, host: str, port: int, public_url: str | None) -> None:
     asyncio.run(serve())
 
 
+@main.command()
+@click.option("--once", is_flag=True, help="one pass, then exit (else a pass every --interval seconds)")
+@click.option("--interval", type=click.FloatRange(min=1), help="seconds between passes [PG_RETENTION_INTERVAL_S, 3600]")
+@click.option("--dry-run", is_flag=True, help="count what would be deleted, delete nothing")
+def retention(once: bool, interval: float | None, dry_run: bool) -> None:
+    """Delete each project's events and sessions older than its retention_days setting (ClickHouse)."""
+    from productgraph.retention import RetentionSettings, run_retention
+
+    s = RetentionSettings()
+    _logging(s.log_level)
+    run_retention(s, once=once, interval_s=interval, dry_run=dry_run, progress=click.echo)
+
+
 main.add_command(bench)
 main.add_command(dlq)
 

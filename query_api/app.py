@@ -1,7 +1,8 @@
 """The query API's FastAPI app: GraphQL at ``/graphql`` (GraphiQL in a browser), health, readiness, metrics.
 
 Auth: ``Authorization: Bearer <access token>``; the token resolves to one org (cached for a short TTL),
-and every resolver works inside that org only.
+and every resolver works inside that org only.  The request limits of :mod:`query_api.guards` (per-token
+rate, ClickHouse time budget) come from :class:`QueryApiSettings` and travel on the context.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ def create_app(settings: QueryApiSettings | None = None) -> FastAPI:
     pool = open_pool(s.postgres_dsn, min_size=1, max_size=10)
     redis = aioredis.from_url(s.redis_url, socket_timeout=2, socket_connect_timeout=2)
     state: dict[str, Client] = {}
+    limits = s.limits()
     tokens: dict[str, tuple[float, TokenInfo | None]] = {}
 
     def clickhouse() -> Client:
@@ -72,7 +74,7 @@ def create_app(settings: QueryApiSettings | None = None) -> FastAPI:
         if token is None:
             return None
         ch = await asyncio.to_thread(clickhouse)
-        return QueryContext(token, pool, ch, redis)
+        return QueryContext(token, pool, ch, redis, limits)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:

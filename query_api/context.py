@@ -6,7 +6,8 @@ whether the project exists elsewhere or not).  With a tenant, ClickHouse is read
 :meth:`QueryContext.query` (:func:`query_api.tenant_scope.scoped_query`) and Redis keys are built by
 :func:`query_api.tenant_scope.redis_key`; Postgres is read inside
 :func:`productgraph.db.tenant_transaction` where RLS applies.  ``clickhouse`` and ``redis`` are the raw
-clients, for those helpers.
+clients, for those helpers.  ``limits`` are the request limits of the entry point (per-token rate,
+ClickHouse time budget; :mod:`query_api.guards`).
 """
 
 from __future__ import annotations
@@ -23,18 +24,27 @@ from strawberry.fastapi import BaseContext
 
 from productgraph.db import TokenInfo, tenant_transaction
 from query_api.errors import NotFound
+from query_api.guards.limits import DEFAULT_LIMITS, QueryLimits
 from query_api.tenant_scope import Tenant, redis_key, scoped_query
 
 __all__ = ["NotFound", "QueryContext"]
 
 
 class QueryContext(BaseContext):
-    def __init__(self, token: TokenInfo, pool: AsyncConnectionPool, clickhouse: Client, redis: aioredis.Redis) -> None:
+    def __init__(
+        self,
+        token: TokenInfo,
+        pool: AsyncConnectionPool,
+        clickhouse: Client,
+        redis: aioredis.Redis,
+        limits: QueryLimits = DEFAULT_LIMITS,
+    ) -> None:
         super().__init__()
         self.token = token
         self.pool = pool
         self.clickhouse = clickhouse
         self.redis = redis
+        self.limits = limits
         self._tenants: dict[str, Tenant] = {}
 
     async def tenant(self, project_id: str) -> Tenant:
@@ -61,8 +71,11 @@ class QueryContext(BaseContext):
         params: Mapping[str, Any] | None = None,
         settings: Mapping[str, Any] | None = None,
     ) -> QueryResult:
-        """A ClickHouse read scoped to ``tenant`` (see :func:`query_api.tenant_scope.scoped_query`)."""
-        return await scoped_query(self.clickhouse, tenant, sql, params, settings)
+        """A ClickHouse read scoped to ``tenant`` within the request's time budget (see
+        :func:`query_api.tenant_scope.scoped_query`)."""
+        return await scoped_query(
+            self.clickhouse, tenant, sql, params, settings, timeout_s=self.limits.clickhouse_timeout_s
+        )
 
     async def live_session(self, tenant: Tenant, session_id: str) -> dict[str, Any] | None:
         raw = await self.redis.hgetall(redis_key(tenant, "session", session_id))

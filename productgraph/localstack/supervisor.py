@@ -3,8 +3,8 @@
 Order: servers (Kafka protocol via Tansu, ClickHouse via the chDB endpoint, PostgreSQL 18, Redis; any
 given by URL in the environment is used instead), migrations and topics, the demo org/project/key/token
 (created once, kept in the data dir), then the services: gateway, one process per processor kind (times
-``processors_per_kind``), query API.  A service that dies is restarted with backoff, like a process
-manager would.  SIGINT/SIGTERM stop services first (processors flush and commit), then servers; nothing
+``processors_per_kind``), query API, the retention job.  A service that dies is restarted with backoff,
+like a process manager would.  SIGINT/SIGTERM stop services first (processors flush and commit), then servers; nothing
 is left running.  Postgres, ClickHouse and Redis keep their data in the data dir across restarts; the
 local Tansu broker is memory-only, so topics are created again at each start.
 """
@@ -198,6 +198,8 @@ class Stack:
                 logs / "query-api.log",
             )
         )
+        # Per-project retention: one pass now, then hourly (PG_RETENTION_INTERVAL_S).
+        self.services.append(Service("retention", [*cli, "retention"], base_env, logs / "retention.log"))
         for svc in self.services:
             self._launch(svc)
         gateway_url, graphql_url = f"http://{host}:{gw_port}", f"http://{host}:{q_port}/graphql"

@@ -234,6 +234,24 @@ class ContentMutation:
             await w.audit("journey.deactivate", "journey", str(updated.id), str(updated.project_id))
         return updated
 
+    @strawberry.mutation(
+        description="Delete a journey and its steps (admin); returns what was deleted.  Events keep the journey "
+        "ids they were matched with; deactivateJourney keeps the definition instead."
+    )
+    async def delete_journey(self, info: Ctx, id: strawberry.ID) -> Journey:
+        async with writing(info.context, "admin") as w:
+            journey_id = parse_id(id, "journey")
+            deleted = await journey_repo.delete_journey(w.conn, journey_id)
+            await w.audit(
+                "journey.delete",
+                "journey",
+                str(deleted.id),
+                str(deleted.project_id),
+                name=deleted.name,
+                version=deleted.version,
+            )
+        return deleted
+
     @strawberry.mutation(description="Save a funnel definition under a name (analyst).")
     async def save_funnel(
         self, info: Ctx, project_id: strawberry.ID, name: str, definition: JSON, description: str = ""

@@ -4,10 +4,21 @@ Each resolver opens :func:`query_api.admin.access.writing` with the role it need
 learns nothing, not even about its arguments), validates the arguments (pure checks), calls the
 repository and writes the audit row.  Role rules beyond the minimum: nobody grants a role
 above their own; only an owner creates, changes or removes an owner; the last owner stays.
+
+Deleting a project is the one irreversible mutation (its events and sessions go too), so it needs an
+owner and the project's slug typed again.  Order: the Postgres rows are deleted (not yet committed), the
+ClickHouse deletes are queued (ClickHouse mutations, durable once accepted), then the transaction commits
+with its audit row; if ClickHouse refuses, nothing is committed and the call can be repeated.  The
+project's Redis keys (live sessions, gateway buckets and dedup ids) are removed after the commit; if that
+fails the keys still expire by their TTLs (at most the dedup window, a day by default).  Events still in
+Kafka for the project at that moment may land in ClickHouse afterwards; its API keys are gone, so
+nothing new is accepted after the gateway's key cache TTL.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -15,6 +26,7 @@ import strawberry
 from strawberry.types import Info
 
 from productgraph.admin import ROLES, role_at_least
+from productgraph.retention import purge_project
 from query_api.admin.access import writing
 from query_api.admin.repo import members as member_repo
 from query_api.admin.repo import projects as project_repo
@@ -32,8 +44,12 @@ from query_api.admin.types import (
 from query_api.admin.validation import parse_id, validate_email, validate_settings, validate_slug, validate_text
 from query_api.context import QueryContext
 from query_api.errors import Forbidden, InvalidInput, NotFound
+from query_api.tenant_scope import delete_project_keys
 
 __all__ = ["OrgMutation"]
+
+log = logging.getLogger(__name__)
+REDIS_CLEANUP_TIMEOUT_S = 30.0
 
 Ctx = Info[QueryContext, None]
 MAX_TOKEN_DAYS = 3650
@@ -101,6 +117,27 @@ class OrgMutation:
             overrides = validate_settings(current, changes)
             project = await project_repo.set_settings(w.conn, pid, overrides)
             await w.audit("project.update_settings", "project", pid, pid, changes=changes)
+        return project
+
+    @strawberry.mutation(
+        description="Delete a project with everything it has: keys, catalog, journeys, saved analyses, and its "
+        "events and sessions (owner; irreversible).  confirmSlug must repeat the project's slug."
+    )
+    async def delete_project(self, info: Ctx, id: strawberry.ID, confirm_slug: str) -> Project:
+        ctx = info.context
+        async with writing(ctx, "owner") as w:
+            project = await project_repo.get_project(w.conn, str(id))
+            if confirm_slug != project.slug:
+                raise InvalidInput("confirmSlug: must be the slug of the project to delete")
+            pid = str(project.id)
+            await project_repo.delete_project(w.conn, pid)
+            tables = await asyncio.to_thread(purge_project, ctx.clickhouse, ctx.token.org_id, pid)
+            await w.audit("project.delete", "project", pid, pid, name=project.name, slug=project.slug, tables=tables)
+        try:
+            async with asyncio.timeout(REDIS_CLEANUP_TIMEOUT_S):
+                await delete_project_keys(ctx.redis, pid)
+        except Exception as exc:  # the keys expire by their TTLs; see the module docstring
+            log.warning("project %s deleted, its Redis keys were not: %s", pid, exc)
         return project
 
     @strawberry.mutation(description="Create a project API key (admin); the secret is in the answer only.")

@@ -4,18 +4,22 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+import time
 
 import httpx
 import psycopg
 import pytest
+import redis.asyncio as aioredis
 
 from productgraph.admin import bootstrap_org
 from productgraph.db import open_pool, resolve_access_token, resolve_api_key
 from tests.conftest import Servers
 from tests.integration.test_admin_support import (
     World,
+    count_rows,
     error_of,
     gql,
+    insert_aged_rows,
     ok,
 )
 
@@ -312,7 +316,8 @@ async def test_saved_funnels_cohorts_and_roles(admin_api: httpx.AsyncClient, wor
         admin_api, viewer, f'{{ savedFunnels(projectId: "{p}") {{ name }} cohorts(projectId: "{p}") {{ name }} }}'
     )
     assert {"name": "Renamed"} in lists["savedFunnels"] and lists["cohorts"] == [{"name": "amark4q thing"}]
-    cohort = f'mutation {{ saveCohort(projectId: "{p}", name: "Buyers", definition: {{event: "buy"}}) {{ id }} }}'
+    buyers = '{did_event: {event_name: "buy"}}'  # the cohort definition format of query_api/cohorts
+    cohort = f'mutation {{ saveCohort(projectId: "{p}", name: "Buyers", definition: {buyers}) {{ id }} }}'
     c = await ok(admin_api, analyst, cohort)
     await ok(
         admin_api, analyst, f'mutation {{ updateCohort(id: "{c["saveCohort"]["id"]}", description: "d") {{ id }} }}'
@@ -332,3 +337,79 @@ async def test_saved_funnels_cohorts_and_roles(admin_api: httpx.AsyncClient, wor
                                                              "cohort.create"]  # fmt: skip
     assert {e["actorLabel"] for e in owner_view["auditLog"]} == {f"analyst@{a.project_slug}.test"}
     assert {e["actorUserId"] for e in owner_view["auditLog"]} == {a.ids["analyst_user"]}
+
+
+async def _eventually(check: object, within_s: float = 15.0) -> None:
+    """ClickHouse runs ALTER ... DELETE in the background: poll until ``check()`` holds."""
+    start = time.monotonic()
+    while not check():  # type: ignore[operator]
+        assert time.monotonic() - start < within_s, "not within the time limit"
+        await asyncio.sleep(0.2)
+
+
+async def test_delete_project_everywhere(admin_api: httpx.AsyncClient, fresh: dict[str, str], servers: Servers) -> None:
+    tok, keeper = fresh["owner"], fresh["project"]
+    doomed = (await ok(admin_api, tok, 'mutation { createProject(name: "Doomed", slug: "doomed") { id } }'))[
+        "createProject"
+    ]["id"]
+    key = await ok(admin_api, tok, f'mutation {{ createApiKey(projectId: "{doomed}") {{ secret }} }}')
+    await ok(admin_api, tok, JOURNEY, {"p": doomed, "steps": [{"name": "a", "matcher": {"action": "a"}},
+                                                              {"name": "b", "matcher": {"action": "b"}}]})  # fmt: skip
+    insert_aged_rows(servers, fresh["org"], doomed, [0.1, 2], "doomed")
+    insert_aged_rows(servers, fresh["org"], keeper, [0.1, 2], "keeper")
+    r = aioredis.from_url(servers.redis_url)
+    doomed_keys = [f"session:{doomed}:s1", f"session:{doomed}:s1:events", f"pg:{{{doomed}}}:rl"]
+    for k in [*doomed_keys, f"session:{keeper}:s1"]:
+        await r.set(k, "1", ex=600)
+
+    inv = await ok(admin_api, tok, 'mutation { inviteMember(email: "adm@x.io", role: "admin") '
+                                   "{ accessToken { secret } } }")  # fmt: skip
+    admin = inv["inviteMember"]["accessToken"]["secret"]
+    delete = "mutation($id: ID!, $c: String!) { deleteProject(id: $id, confirmSlug: $c) { id slug name } }"
+    body = await gql(admin_api, admin, delete, {"id": doomed, "c": "doomed"})
+    assert error_of(body) == "forbidden: needs role owner or above (token has admin)"
+    body = await gql(admin_api, tok, delete, {"id": doomed, "c": "doomedx"})
+    assert error_of(body) == "confirmSlug: must be the slug of the project to delete"
+    assert count_rows(servers, "events", doomed) == 2  # refused calls changed nothing
+
+    gone = await ok(admin_api, tok, delete, {"id": "doomed", "c": "doomed"})
+    assert gone["deleteProject"] == {"id": doomed, "slug": "doomed", "name": "Doomed"}
+    body = await gql(admin_api, tok, f'{{ project(id: "{doomed}") {{ id }} }}')
+    assert error_of(body) == f"project {doomed!r} not found"
+    again = await gql(admin_api, tok, delete, {"id": doomed, "c": "doomed"})
+    assert error_of(again) == f"project {doomed!r} not found"
+    async with open_pool(servers.postgres_dsn) as pool:
+        assert await resolve_api_key(pool, key["createApiKey"]["secret"]) is None
+    with psycopg.connect(servers.postgres_admin_dsn) as conn:  # the cascade, as the schema owner sees it
+        for table in ("api_keys", "journeys", "journey_steps"):
+            n = conn.execute(f"SELECT count(*) FROM {table} WHERE org_id = %s", (fresh["org"],)).fetchone()
+            expected = 1 if table == "api_keys" else 0  # the keeper's bootstrap key stays
+            assert n == (expected,), table
+    await _eventually(lambda: count_rows(servers, "events", doomed) + count_rows(servers, "sessions", doomed) == 0)
+    assert count_rows(servers, "events", keeper) == 2 and count_rows(servers, "sessions", keeper) == 2
+    assert await r.exists(*doomed_keys) == 0
+    assert await r.exists(f"session:{keeper}:s1") == 1
+    await r.aclose()
+    audit = await ok(admin_api, tok, "{ auditLog(limit: 1) { action targetId projectId details } }")
+    (entry,) = audit["auditLog"]
+    assert (entry["action"], entry["targetId"], entry["projectId"]) == ("project.delete", doomed, doomed)
+    assert {"events", "sessions"} <= set(entry["details"]["tables"])
+
+
+async def test_delete_journey(admin_api: httpx.AsyncClient, fresh: dict[str, str]) -> None:
+    tok, p = fresh["owner"], fresh["project"]
+    steps = [{"name": "a", "matcher": {"action": "a"}}, {"name": "b", "matcher": {"action": "b"}}]
+    j = (await ok(admin_api, tok, JOURNEY, {"p": p, "steps": steps}))["defineJourney"]
+    inv = await ok(admin_api, tok, 'mutation { inviteMember(email: "an@x.io", role: "analyst") '
+                                   "{ accessToken { secret } } }")  # fmt: skip
+    analyst = inv["inviteMember"]["accessToken"]["secret"]
+    delete = f'mutation {{ deleteJourney(id: "{j["id"]}") {{ id name steps {{ name }} }} }}'
+    assert error_of(await gql(admin_api, analyst, delete)) == "forbidden: needs role admin or above (token has analyst)"
+    deleted = await ok(admin_api, tok, delete)
+    assert deleted["deleteJourney"] == {"id": j["id"], "name": "Checkout", "steps": [{"name": "a"}, {"name": "b"}]}
+    listed = await ok(admin_api, tok, f'{{ journeys(projectId: "{p}", includeInactive: true) {{ id }} }}')
+    assert listed["journeys"] == []
+    assert error_of(await gql(admin_api, tok, delete)) == f"journey {j['id']!r} not found"
+    # The name is free again.
+    await ok(admin_api, tok, JOURNEY, {"p": p, "steps": steps})
+    assert (await _audit_actions(admin_api, tok, 2)) == ["journey.create", "journey.delete"]

@@ -68,6 +68,7 @@ async def admin_api(servers: Servers) -> AsyncIterator[httpx.AsyncClient]:
         postgres_dsn=servers.postgres_dsn,
         redis_url=servers.redis_url,
         token_cache_ttl_s=0.0,  # role changes and revocations are seen at once in these tests
+        query_rate_limit_per_s=0,  # the sweeps send hundreds of requests per token (limit: test_guards.py)
     )
     app = create_app(settings)
     async with (
@@ -115,7 +116,8 @@ mutation Setup3($p: ID!, $f: ID!, $name: String!) {
     {name: "signup", matcher: {event_type: "ui.submit", component: "signup-form"}}]}) { id steps { id } }
   funnel: saveFunnel(projectId: $p, name: $name, description: $name,
     definition: {steps: [{event_type: "page.view"}, {event_type: "ui.click"}]}) { id }
-  cohort: saveCohort(projectId: $p, name: $name, description: $name, definition: {did_event: "ui.click", min: 2}) { id }
+  cohort: saveCohort(projectId: $p, name: $name, description: $name,
+    definition: {did_event: {event_type: "ui.click"}, min: 2}) { id }
 }
 """
 
@@ -188,6 +190,41 @@ async def store_live_session(servers: Servers, org: Org, events: int, session: s
         await r.expire(f"session:{org.project_id}:{session}", 3600)
     finally:
         await r.aclose()
+
+
+def insert_aged_rows(servers: Servers, org_id: str, project_id: str, ages_days: list[float], tag: str) -> None:
+    """One event and one session row per age (days before now) for a project, straight into ClickHouse."""
+    ch = clickhouse_client(servers.clickhouse_url)
+    now = datetime.now(UTC)
+    try:
+        events, sessions = [], []
+        for i, age in enumerate(ages_days):
+            ts = now - timedelta(days=age)
+            events.append([org_id, project_id, f"{tag}-e{i}", f"{tag}-s{i}", "page.view", ts, ts])
+            sessions.append([org_id, project_id, f"{tag}-s{i}", 1, 1, 0, ts, ts])
+        ch.insert(
+            "events",
+            events,
+            column_names=["org_id", "project_id", "event_id", "session_id", "event_type", "timestamp", "received_at"],
+        )
+        ch.insert(
+            "sessions",
+            sessions,
+            column_names=["org_id", "project_id", "session_id", "segment", "version", "is_deleted", "started_at",
+                          "ended_at"],
+        )  # fmt: skip
+    finally:
+        ch.close()
+
+
+def count_rows(servers: Servers, table: str, project_id: str) -> int:
+    """Rows of a project in a ClickHouse table (no FINAL: deleted means gone, not merged away)."""
+    ch = clickhouse_client(servers.clickhouse_url)
+    try:
+        rows = ch.query(f"SELECT count() FROM {table} WHERE project_id = {{p:UUID}}", parameters={"p": project_id})
+        return int(rows.result_rows[0][0])
+    finally:
+        ch.close()
 
 
 @dataclass

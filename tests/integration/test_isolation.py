@@ -16,6 +16,7 @@ from typing import Any
 
 import httpx
 import pytest
+import redis.asyncio as aioredis
 from graphql import (
     GraphQLEnumType,
     GraphQLField,
@@ -38,6 +39,7 @@ from tests.integration.test_admin_support import (
     SHARED_SESSION,
     Org,
     World,
+    count_rows,
     error_of,
     gql,
     ok,
@@ -249,6 +251,50 @@ async def test_every_mutation_is_blind_to_the_other_org(
     own = {n for n in mutation.fields if strawberry_origin("Mutation", n) in OWN_PARTS}
     assert own and own <= called
     assert snapshot(servers.postgres_admin_dsn, world.b.org_id) == before
+
+
+DELETES = {  # every mutation that removes or revokes something, with the kind of id it takes
+    "deleteProject": "project2",
+    "deleteJourney": "journey",
+    "deleteSavedFunnel": "funnel",
+    "deleteCohort": "cohort",
+    "removeMember": "viewer_member",
+    "revokeApiKey": "api_key",
+    "revokeAccessToken": "service_token",
+}
+
+
+async def test_other_orgs_objects_cannot_be_deleted(
+    admin_api: httpx.AsyncClient, world: World, servers: Servers
+) -> None:
+    """Org A's owner, holding ids copied from B (and B's slug as deleteProject's confirmation): each delete is
+    the same not-found as for a made-up id, and afterwards all of B is still there, warehouse and live state
+    included."""
+    a, b = world.a, world.b
+    before = snapshot(servers.postgres_admin_dsn, b.org_id)
+    mutation = GQL.mutation_type
+    assert mutation is not None
+    for name, key in DELETES.items():
+        field = mutation.fields[name]
+        for target in (b.ids[key], b.project_id, b.project_slug) if name == "deleteProject" else (b.ids[key],):
+            extra = {"confirmSlug": b.project_slug} if name == "deleteProject" else {}
+            query, variables = operation("mutation", name, field, {"id": target}, extra)
+            body_b = await gql(admin_api, a.owner_token, query, variables)
+            control = control_for(target)
+            query_r, variables_r = operation("mutation", name, field, {"id": control}, extra)
+            body_r = await gql(admin_api, a.owner_token, query_r, variables_r)
+            assert_no_b(body_b, b)
+            same_error(body_b, body_r, target, control)
+            assert "not found" in error_of(body_b), (name, body_b)
+    assert snapshot(servers.postgres_admin_dsn, b.org_id) == before
+    assert count_rows(servers, "events", b.project_id) == 7
+    r = aioredis.from_url(servers.redis_url)
+    try:
+        assert await r.hget(f"session:{b.project_id}:{SHARED_SESSION}", "event_count") == b"7"
+    finally:
+        await r.aclose()
+    theirs = await ok(admin_api, b.owner_token, f'{{ events(projectId: "{b.project_id}", {RANGE}) {{ total }} }}')
+    assert theirs["events"]["total"] == 7
 
 
 async def test_lists_hold_only_the_callers_org(admin_api: httpx.AsyncClient, world: World) -> None:

@@ -204,3 +204,20 @@ def test_one_org_cannot_write_or_remove_another_orgs_rows(migrated_postgres: tup
                 with pytest.raises(psycopg.errors.InsufficientPrivilege), tenant_transaction_sync(conn, a):
                     conn.execute("DELETE FROM audit_log")
     assert snapshot(admin, b) == before
+
+
+def test_cross_tenant_functions_are_the_known_narrow_ones(migrated_postgres: tuple[str, str]) -> None:
+    """Every SECURITY DEFINER function the app role may call, with exactly what it returns: a new cross-tenant
+    path has to be added here on purpose."""
+    admin, _ = migrated_postgres
+    with psycopg.connect(admin) as conn:
+        rows = conn.execute(
+            "SELECT p.proname, pg_get_function_arguments(p.oid), pg_get_function_result(p.oid) FROM pg_proc p "
+            "JOIN pg_namespace n ON n.oid = p.pronamespace WHERE n.nspname = 'public' AND p.prosecdef "
+            "AND has_function_privilege('productgraph_app', p.oid, 'EXECUTE') ORDER BY p.proname"
+        ).fetchall()
+    assert rows == [
+        ("resolve_access_token", "p_hash bytea", "TABLE(org_id uuid, token_id uuid, role text, user_id uuid)"),
+        ("resolve_api_key", "p_hash bytea", "TABLE(project_id uuid, org_id uuid, project_slug text, settings jsonb)"),
+        ("retention_policies", "", "TABLE(org_id uuid, project_id uuid, retention_days integer)"),
+    ]

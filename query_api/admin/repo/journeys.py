@@ -20,6 +20,7 @@ __all__ = [
     "create_capability",
     "create_feature",
     "create_journey",
+    "delete_journey",
     "get_capability",
     "get_feature",
     "get_journey",
@@ -211,3 +212,10 @@ async def update_journey(
         await conn.execute("DELETE FROM journey_steps WHERE journey_id = %s", (journey_id,))
         await _insert_steps(conn, str(journey_id), steps)
     return await get_journey(conn, journey_id)
+
+
+async def delete_journey(conn: Conn, journey_id: uuid.UUID) -> Journey:
+    """Delete a journey and its steps; returns it as it was.  Events that matched it keep their journey ids."""
+    journey = await get_journey(conn, journey_id, lock=True)
+    await conn.execute("DELETE FROM journeys WHERE id = %s", (journey_id,))
+    return journey

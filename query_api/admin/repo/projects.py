@@ -21,6 +21,7 @@ from query_api.errors import InvalidInput, NotFound
 __all__ = [
     "create_api_key",
     "create_project",
+    "delete_project",
     "get_project",
     "list_api_keys",
     "list_projects",
@@ -105,6 +106,17 @@ async def rename_project(conn: Conn, ref: str, name: str) -> Project:
     pid = await project_id(conn, ref)
     await conn.execute("UPDATE projects SET name = %s, updated_at = now() WHERE id = %s", (name, pid))
     return await get_project(conn, pid)
+
+
+async def delete_project(conn: Conn, ref: str) -> Project:
+    """Delete a project of the caller's org and, by cascade, its keys, catalog, journeys and saved analyses
+    (the audit log keeps its history).  Returns the project as it was."""
+    pid = await project_id(conn, ref)
+    cur = await conn.execute(_PROJECT + "WHERE id = %s FOR UPDATE", (pid,))
+    row = await cur.fetchone()
+    assert row is not None
+    await conn.execute("DELETE FROM projects WHERE id = %s", (pid,))
+    return _project(row)
 
 
 async def stored_settings(conn: Conn, ref: str) -> tuple[str, dict[str, Any]]:

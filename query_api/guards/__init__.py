@@ -1,0 +1,37 @@
+"""Guard rails of the GraphQL API: what one caller may ask for, how often, and for how long.
+
+* Document limits, checked before any resolver runs (strawberry's own validation extensions): operation
+  depth (:data:`~query_api.guards.limits.MAX_DEPTH`, introspection not counted), aliases
+  (:data:`~query_api.guards.limits.MAX_ALIASES`) and lexical tokens
+  (:data:`~query_api.guards.limits.MAX_TOKENS`, which also bounds parser work on hostile documents).
+* A per-token rate limit (:mod:`query_api.guards.rate_limit`): Redis token bucket, 429 when empty.
+* The ClickHouse time budget: :func:`query_api.tenant_scope.scoped_query` runs every read with
+  ``max_execution_time`` and a query id, and kills the server-side query when the caller stops waiting.
+
+Bounded date ranges and step counts belong to each analytics area (funnels: ``query_api/funnels/spec.py``).
+:mod:`query_api.schema` installs :data:`EXTENSIONS`.
+"""
+
+from __future__ import annotations
+
+from strawberry.extensions import MaxAliasesLimiter, MaxTokensLimiter, QueryDepthLimiter, SchemaExtension
+
+from query_api.guards.limits import DEFAULT_LIMITS, MAX_ALIASES, MAX_DEPTH, MAX_TOKENS, QueryLimits
+from query_api.guards.rate_limit import RateLimitExtension
+
+__all__ = ["DEFAULT_LIMITS", "EXTENSIONS", "QueryLimits"]
+
+
+def _depth() -> SchemaExtension:
+    return QueryDepthLimiter(max_depth=MAX_DEPTH)
+
+
+def _aliases() -> SchemaExtension:
+    return MaxAliasesLimiter(max_alias_count=MAX_ALIASES)
+
+
+def _tokens() -> SchemaExtension:
+    return MaxTokensLimiter(max_token_count=MAX_TOKENS)
+
+
+EXTENSIONS = (_tokens, _depth, _aliases, RateLimitExtension)
