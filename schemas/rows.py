@@ -1,7 +1,9 @@
-"""ClickHouse row shapes: the explicit column lists of ``events`` and ``sessions`` and the mappings to rows (pure)."""
+"""ClickHouse row shapes: the explicit column lists of ``events``, ``sessions`` and ``journey_sessions`` and the
+mappings to rows (pure)."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -13,9 +15,13 @@ from schemas.sessions import SessionSummary
 
 __all__ = [
     "EVENT_COLUMNS",
+    "JOURNEY_SESSION_COLUMNS",
     "SESSION_COLUMNS",
+    "JourneyRowValues",
     "event_row",
     "events_table_columns_sql",
+    "journey_session_row",
+    "journey_session_tombstone_row",
     "session_row",
     "session_tombstone_row",
 ]
@@ -105,8 +111,16 @@ SESSION_COLUMNS: tuple[str, ...] = (
 )
 
 
-def session_row(org_id: str, project_id: str, session_id: str, s: SessionSummary, version: int) -> list[Any]:
-    """One ``sessions`` row in :data:`SESSION_COLUMNS` order; journey fields stay empty (the journey matcher's)."""
+def session_row(
+    org_id: str,
+    project_id: str,
+    session_id: str,
+    s: SessionSummary,
+    version: int,
+    journey: tuple[str, str, str] = ("", "", ""),
+) -> list[Any]:
+    """One ``sessions`` row in :data:`SESSION_COLUMNS` order; ``journey`` = (journey_id, last_journey_step_id,
+    conversion_status) of the journey the segment names (stream_processors.journeys.session_journey)."""
     return [
         org_id,
         project_id,
@@ -127,9 +141,7 @@ def session_row(org_id: str, project_id: str, session_id: str, s: SessionSummary
         s.device,
         s.browser,
         s.os,
-        "",
-        "",
-        "",
+        *journey,
     ]
 
 
@@ -140,3 +152,77 @@ def session_tombstone_row(
     session's newest event) dates the row so that the table TTL never drops it before the rows it hides."""
     at = _ms(at_ms)
     return [org_id, project_id, session_id, segment, version, 1, at, at, 0, "", "", 0, 0, 0, 0, *[""] * 7]
+
+
+# ``journey_sessions`` (deploy/clickhouse/0003_journeys.sql): one row per (journey, session, segment) and version,
+# written with the same version as the segment's ``sessions`` row.
+JOURNEY_SESSION_COLUMNS: tuple[str, ...] = (
+    "org_id",
+    "project_id",
+    "journey_id",
+    "session_id",
+    "segment",
+    "version",
+    "is_deleted",
+    "status",
+    "steps_reached",
+    "step_count",
+    "last_step_position",
+    "last_step_id",
+    "entered_at",
+    "step_times",
+    "converted_at",
+    "duration_ms",
+    "attempts",
+    "closes_at",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class JourneyRowValues:
+    """What a ``journey_sessions`` row says (stream_processors.journeys.JourneyProgress, flattened)."""
+
+    journey_id: str
+    status: str
+    step_times: tuple[int, ...]  # ms, step 1 first; never empty
+    step_count: int  # steps of the journey when computed
+    last_step_position: int
+    last_step_id: str
+    attempts: int
+    closes_at_ms: int  # a ``pending`` row reads as bounced/dropped after this (the segment closed)
+
+
+def journey_session_row(
+    org_id: str, project_id: str, session_id: str, segment: int, version: int, v: JourneyRowValues
+) -> list[Any]:
+    """One ``journey_sessions`` row in :data:`JOURNEY_SESSION_COLUMNS` order."""
+    times = [_ms(t) for t in v.step_times]
+    return [
+        org_id,
+        project_id,
+        v.journey_id,
+        session_id,
+        segment,
+        version,
+        0,
+        v.status,
+        len(times),
+        v.step_count,
+        v.last_step_position,
+        v.last_step_id,
+        times[0],
+        times,
+        times[-1] if v.status == "converted" else None,
+        v.step_times[-1] - v.step_times[0],
+        v.attempts,
+        _ms(v.closes_at_ms),
+    ]
+
+
+def journey_session_tombstone_row(
+    org_id: str, project_id: str, journey_id: str, session_id: str, segment: int, version: int, at_ms: int
+) -> list[Any]:
+    """Hides the row of (journey, segment): the segment was merged away or no longer enters the journey.
+    ``at_ms`` (the session's newest event) dates it, like :func:`session_tombstone_row`."""
+    at = _ms(at_ms)
+    return [org_id, project_id, journey_id, session_id, segment, version, 1, "", 0, 0, 0, "", at, [], None, 0, 0, at]

@@ -123,6 +123,9 @@ class SessionUpdate:
     last_event_type: str = ""  # of the newest live event
     not_applied: int = 0  # events older than the live state (warehouse only)
     duplicates: int = 0
+    segment_events: tuple[Sequence[LiveEvent], ...] = ()  # the ordered events of each of ``summaries``
+    applied: tuple[LiveEvent, ...] = ()  # arrivals applied now (not duplicates, not refused), sealed or not
+    sealed_now: int = 0  # the first ``sealed_now`` summaries are segments sealed now (final)
 
     @property
     def changed(self) -> bool:
@@ -281,6 +284,8 @@ def advance(
     added: dict[str, LiveEvent] = {}
     dropped: set[str] = set()
     sealed_now: list[SessionSummary] = []
+    sealed_events: list[Sequence[LiveEvent]] = []
+    applied: list[LiveEvent] = []
     not_applied = duplicates = 0
     earliest: tuple[int, int, int, int, str] | None = None
     for e in arrivals:
@@ -291,6 +296,7 @@ def advance(
             not_applied += 1
             continue
         added[e.event_id] = e
+        applied.append(e)
         earliest = e.order if earliest is None else min(earliest, e.order)
         if not live.add(e):
             continue
@@ -300,6 +306,7 @@ def advance(
             continue
         for i, segment in enumerate(live.segments[:n]):
             sealed_now.append(summarize(ledger.sealed + i + 1, segment))
+            sealed_events.append(segment)
             for s in segment:
                 del live.events[s.event_id]
                 if added.pop(s.event_id, None) is None:
@@ -335,4 +342,7 @@ def advance(
         last_event_type=segments[-1][-1].event_type if segments else "",
         not_applied=not_applied,
         duplicates=duplicates,
+        segment_events=(*sealed_events, *segments[first:]) if changed else (),
+        applied=tuple(applied),
+        sealed_now=len(sealed_now) if changed else 0,
     )

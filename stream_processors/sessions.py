@@ -1,15 +1,23 @@
-"""The sessions sink: live sessions in Redis and versioned session rows in ClickHouse ``sessions``.
+"""The sessions sink: live sessions in Redis, versioned rows in ClickHouse ``sessions`` and
+``journey_sessions``, and the project's real-time counters in Redis.
 
-``add`` turns each record into a :class:`~schemas.sessions.LiveEvent` (kept in arrival order per session).
-``flush`` runs three steps, each retried on its own when it fails (the runner calls ``flush`` again):
+``add`` turns each record into a :class:`~schemas.sessions.LiveEvent` (kept in arrival order per session),
+with the journey steps it matches (:func:`stream_processors.journeys.match_tokens`) under the project's
+cached configuration (:mod:`stream_processors.project_config`); a record of a project whose configuration
+is not cached yet is kept until ``flush`` loaded it (at most one batch of records).
+``flush`` runs these steps, each retried on its own when it fails (the runner calls ``flush`` again):
 
-1. *prepare*: load the touched sessions from Redis (ledger + live events + Redis clock), ask ClickHouse for
-   the segments of session ids Redis does not know (new, expired, or never saved: see
-   :func:`~stream_processors.sessionize.ledger_from_archive`), and compute every session's update with
-   :func:`stream_processors.sessionize.advance` (pure).
+1. *prepare*: refresh the configuration of the batch's projects (session timeout, journeys; raises while
+   a project's was never loadable), load the touched sessions from Redis (ledger + live events + journey
+   entries + Redis clock), ask ClickHouse for the segments of session ids Redis does not know (new,
+   expired, or never saved: see :func:`~stream_processors.sessionize.ledger_from_archive`), and compute
+   every session's update with :func:`stream_processors.sessionize.advance` and its journeys, rows and
+   counters with :func:`stream_processors.journey_rollup.rollup` (both pure).
 2. *rows*: insert the rows of every changed segment, plus ``is_deleted`` rows for merged-away segments,
-   with one dedup token.  Versions come from the Redis clock and the ledger, so they only grow.
-3. *state*: save the new ledgers, events and live views to Redis in one transaction.
+   with one dedup token per table (``sessions``, then ``journey_sessions``, same versions).  Versions
+   come from the Redis clock and the ledger, so they only grow.
+3. *state*: save the new ledgers, events, live views, journey entries and counter increments to Redis,
+   one script per chunk of sessions (:class:`~stream_processors.session_store.RedisSessionStore`).
 
 Rows before state: if the process dies between 2 and 3, the replayed records find the old state (or none,
 and rows too recent to be from an expired state, which are then recomputed), compute the same segments
@@ -22,36 +30,51 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, replace
+from typing import Any, Protocol
 
 from schemas.records import EventRecord
-from schemas.rows import SESSION_COLUMNS, session_row, session_tombstone_row
-from schemas.sessions import LiveEvent, live_event
+from schemas.rows import JOURNEY_SESSION_COLUMNS, SESSION_COLUMNS, session_row, session_tombstone_row
+from schemas.sessions import LiveEvent, live_event, user_identity
 from stream_processors import metrics
+from stream_processors.journey_rollup import rollup
+from stream_processors.journeys import match_tokens
+from stream_processors.project_config import ProjectConfig
 from stream_processors.session_store import SegmentIndex, SessionKey, SessionStore, SessionWrite
 from stream_processors.sessionize import SessionPolicy, advance, ledger_from_archive
 from stream_processors.sinks import NO_ORIGIN, Origin, RowWriter, check_record, content_token
 
-__all__ = ["PolicySource", "SessionSink", "fixed_policy"]
+__all__ = ["PolicySource", "ProjectConfigs", "SessionSink", "fixed_policy"]
 
 log = logging.getLogger("productgraph.processor.sessions")
 
 PolicySource = Callable[[str], SessionPolicy]
-"""The session policy of a project id.  Hook for per-project ``session_timeout_minutes`` (Postgres
-``projects.settings``, issue 5): a cached lookup goes here; until then every project gets the default."""
+"""The base session policy of a project id (length cap, late horizon; the timeout unless the sink has
+per-project configuration, whose ``session_timeout_minutes`` then replaces it)."""
 
 
 def fixed_policy(policy: SessionPolicy) -> PolicySource:
     return lambda project_id: policy
 
 
+class ProjectConfigs(Protocol):
+    """Per-project configuration (:class:`stream_processors.project_config.ProjectConfigCache`)."""
+
+    def get(self, project_id: str) -> ProjectConfig | None: ...
+
+    async def prefetch(self, projects: set[tuple[str, str]]) -> None: ...
+
+
 @dataclass
 class _Plan:
     rows: list[list[Any]]
     token: str
+    journey_rows: list[list[Any]]
+    journey_token: str
     writes: list[SessionWrite]
+    now_ms: int
     rows_stored: bool = False
+    journey_rows_stored: bool = False
 
 
 class SessionSink:
@@ -65,6 +88,7 @@ class SessionSink:
         policy: PolicySource,
         ttl_s: Callable[[SessionPolicy], int],
         kind: str = "sessions",
+        config: ProjectConfigs | None = None,
     ) -> None:
         self._store = store
         self._index = index
@@ -72,15 +96,27 @@ class SessionSink:
         self._policy = policy
         self._ttl_s = ttl_s
         self._kind = kind
+        self._config = config
         self._arrivals: dict[SessionKey, list[LiveEvent]] = {}
+        self._unmatched: list[tuple[SessionKey, int, EventRecord]] = []  # configuration not cached at add()
+        self._identities: dict[str, str] = {}  # event id -> active-users member, when not its user.id
         self._count = 0
         self._plan: _Plan | None = None
 
     def add(self, record: EventRecord, origin: Origin = NO_ORIGIN) -> None:
         check_record(record)
-        event = live_event(record, origin.offset)
         key = SessionKey(record.org_id, record.project_id, record.session_id)
-        self._arrivals.setdefault(key, []).append(event)
+        arrivals = self._arrivals.setdefault(key, [])
+        config = self._config.get(record.project_id) if self._config is not None else None
+        if self._config is not None and config is None:
+            self._unmatched.append((key, len(arrivals), record))
+            event = live_event(record, origin.offset)
+        else:
+            tokens = match_tokens(config.journeys, record) if config is not None and config.journeys else ()
+            event = live_event(record, origin.offset, tokens)
+        if not event.user_id and record.fields.get("user.anonymous_id"):
+            self._identities[record.event_id] = user_identity(record)
+        arrivals.append(event)
         self._count += 1
 
     def pending(self) -> int:
@@ -96,21 +132,49 @@ class SessionSink:
             await self._writer.insert("sessions", plan.rows, SESSION_COLUMNS, plan.token)
             plan.rows_stored = True
             metrics.SESSION_ROWS.labels(kind=self._kind).inc(len(plan.rows))
-        await self._store.save(plan.writes)
+        if plan.journey_rows and not plan.journey_rows_stored:
+            await self._writer.insert(
+                "journey_sessions", plan.journey_rows, JOURNEY_SESSION_COLUMNS, plan.journey_token
+            )
+            plan.journey_rows_stored = True
+        await self._store.save(plan.writes, plan.now_ms)
         self._plan = None
         self._arrivals = {}
+        self._identities = {}
         self._count = 0
+
+    def _project_policy(self, project_id: str) -> SessionPolicy:
+        base = self._policy(project_id)
+        config = self._config.get(project_id) if self._config is not None else None
+        return config.policy(base) if config is not None else base
+
+    async def _configure(self, keys: list[SessionKey]) -> None:
+        """Load the batch's project configurations; match the records kept because theirs was not cached."""
+        if self._config is None:
+            return
+        await self._config.prefetch({(k.org_id, k.project_id) for k in keys})
+        for key, i, record in self._unmatched:
+            config = self._config.get(key.project_id)
+            if config is not None and config.journeys:
+                tokens = match_tokens(config.journeys, record)
+                if tokens:
+                    self._arrivals[key][i] = replace(self._arrivals[key][i], journeys=tokens)
+        self._unmatched = []
 
     async def _prepare(self) -> _Plan:
         keys = list(self._arrivals)
+        await self._configure(keys)
         stored, clock_us = await self._store.load(keys)
+        now_ms = clock_us // 1000
         unknown = [k for k in keys if stored[k].ledger is None]
         archived = await self._index.segments(unknown) if unknown else {}
         rows: list[list[Any]] = []
+        journey_rows: list[list[Any]] = []
         writes: list[SessionWrite] = []
         not_applied = 0
         for key in keys:
-            policy = self._policy(key.project_id)
+            policy = self._project_policy(key.project_id)
+            config = self._config.get(key.project_id) if self._config is not None else None
             state = stored[key]
             ledger = state.ledger
             if ledger is None:
@@ -121,19 +185,26 @@ class SessionSink:
             if not update.changed:
                 continue
             version = update.ledger.version
-            rows += [session_row(key.org_id, key.project_id, key.session_id, s, version) for s in update.summaries]
+            journeys = config.journeys if config is not None else ()
+            done = rollup(key, update, journeys, state.journey_entries, policy, now_ms, self._identities)
+            journey_rows += done.journey_rows
+            for summary in update.summaries:
+                fields = done.session_journeys.get(summary.segment, ("", "", ""))
+                rows.append(session_row(key.org_id, key.project_id, key.session_id, summary, version, fields))
             newest = update.live.ended_ms if update.live is not None else 0
             rows += [
                 session_tombstone_row(key.org_id, key.project_id, key.session_id, n, version, newest)
                 for n in update.removed_segments
             ]
             reset = state.ledger is None and bool(state.events)
-            writes.append(SessionWrite(key, update, self._ttl_s(policy), policy.timeout_ms, reset_events=reset))
+            ttl = self._ttl_s(policy)
+            writes.append(SessionWrite(key, update, ttl, policy.timeout_ms, reset, done.entries, done.realtime))
         if not_applied:
             metrics.SESSION_EVENTS_NOT_APPLIED.labels(kind=self._kind).inc(not_applied)
             log.info("%d events older than the live state of their session: stored, not sessionized", not_applied)
         token = content_token("sessions", (f"{r[1]}:{r[2]}:{r[3]}:{r[4]}" for r in rows))
-        return _Plan(rows, token, writes)
+        journey_token = content_token("journey_sessions", (f"{r[1]}:{r[2]}:{r[3]}:{r[4]}:{r[5]}" for r in journey_rows))
+        return _Plan(rows, token, journey_rows, journey_token, writes, now_ms)
 
     async def ping(self) -> bool:
         return await self._store.ping() and await self._writer.ping()

@@ -26,3 +26,8 @@ class ProcessorSettings(ServerSettings):
         "bounds the live state of long-lived session ids; later events into them count in the warehouse only",
     )
     retry_max_backoff_s: float = 5.0
+    project_config_refresh_s: float = Field(
+        5.0,
+        description="sessions: how often a project's session timeout and journeys are re-read from Postgres "
+        "(a change is used within about this long; while Postgres is down the cached ones stay in use)",
+    )

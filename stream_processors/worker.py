@@ -16,6 +16,7 @@ import redis.asyncio as aioredis
 from productgraph.connections import clickhouse_client
 from stream_processors import KIND_NAMES
 from stream_processors.ops import OpsServer
+from stream_processors.project_config import PostgresConfigSource, ProjectConfigCache
 from stream_processors.runner import BatchRunner, install_signal_handlers
 from stream_processors.session_store import ClickHouseSegmentIndex, RedisSessionStore
 from stream_processors.sessionize import MINUTE_MS, SessionPolicy
@@ -51,15 +52,16 @@ def _sessions(s: ProcessorSettings) -> list[Sink]:
         store=RedisSessionStore(redis),
         index=ClickHouseSegmentIndex(ch),
         writer=ClickHouseWriter(ch),
-        policy=fixed_policy(default_policy(s)),  # per-project session_timeout_minutes: see PolicySource
+        policy=fixed_policy(default_policy(s)),  # the timeout is replaced by the project's own (config)
         ttl_s=ttl_s,
+        config=ProjectConfigCache(PostgresConfigSource(s.postgres_dsn), s.project_config_refresh_s),
     )
     return [sink]
 
 
 KINDS: dict[str, Callable[[ProcessorSettings], list[Sink]]] = {
     "warehouse": _warehouse,  # events → ClickHouse `events`
-    "sessions": _sessions,  # sessions → Redis live state + ClickHouse `sessions`
+    "sessions": _sessions,  # Redis live sessions + rt: counters, ClickHouse `sessions` + `journey_sessions`
 }
 assert tuple(KINDS) == KIND_NAMES
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
@@ -12,6 +13,7 @@ import redis.asyncio as aioredis
 from schemas.sessions import LiveEvent, events_key, live_key
 from stream_processors.session_store import (
     MemorySessionStore,
+    RealtimeUpdate,
     RedisSessionStore,
     SessionKey,
     SessionStore,
@@ -64,6 +66,52 @@ async def test_the_session_store_contract(store: SessionStore) -> None:
     loaded, _ = await store.load(keys[1:2])
     assert set(loaded[keys[1]].events) == {"d"}
     assert await store.ping()
+
+
+async def _realtime_state(store: SessionStore, redis: aioredis.Redis, keys: list[str]) -> dict[str, object]:
+    """The counters and active sets of ``keys``, as either store holds them."""
+    if isinstance(store, MemorySessionStore):
+        out: dict[str, object] = {k: store.counters[k] for k in keys if k in store.counters}
+        out.update({k: sorted(store.active[k].items()) for k in keys if k in store.active})
+        return out
+    found: dict[str, object] = {}
+    for k in keys:
+        kind = _text(await redis.type(k))
+        if kind == "string":
+            found[k] = int(_text(await redis.get(k)))
+        elif kind == "zset":
+            pairs: list[Any] = await redis.zrange(k, 0, -1, withscores=True)
+            found[k] = [(_text(m), int(sc)) for m, sc in pairs]
+    return found
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+async def test_journey_entries_and_realtime_updates_are_saved_with_the_session(
+    store: SessionStore, redis_client: aioredis.Redis
+) -> None:
+    key, p = _key(), uuid.uuid4().hex
+    counter, zset = f"rt:{p}:epm:29000000", f"rt:{p}:active_sessions"
+    now_ms = 1_800_000_000_000
+    u = advance(Ledger(), {}, [LiveEvent("a", 0, journeys=("j/1",))], POLICY, 1)
+    rt = RealtimeUpdate(
+        counters=((counter, 2, 4_000_000_000),),
+        active=((zset, "fresh", now_ms - 1000), (zset, "stale", now_ms - 11 * 60_000)),
+    )
+    await store.save([SessionWrite(key, u, 60, POLICY.timeout_ms, journey_entries=frozenset({"1|j|1|0"}), realtime=rt)])
+    second = RealtimeUpdate(counters=((counter, -1, 4_000_000_000),), active=((zset, "fresh", now_ms - 5000),))
+    await store.save([SessionWrite(key, u, 60, POLICY.timeout_ms, realtime=second)], now_ms=now_ms)
+    loaded, _ = await store.load([key])
+    assert loaded[key].journey_entries == frozenset() and loaded[key].events["a"].journeys == ("j/1",)
+    # INCRBY 2 then -1; ZADD GT keeps the newer score; the trim drops members older than 10 minutes
+    assert await _realtime_state(store, redis_client, [counter, zset]) == {counter: 1, zset: [("fresh", now_ms - 1000)]}
+    await store.save([SessionWrite(key, u, 60, POLICY.timeout_ms, journey_entries=frozenset({"1|j|1|0", "1|j|2|5"}))])
+    loaded, _ = await store.load([key])
+    assert loaded[key].journey_entries == {"1|j|1|0", "1|j|2|5"}
+    if not isinstance(store, MemorySessionStore):
+        assert await redis_client.ttl(counter) > 0 and 0 < await redis_client.ttl(zset) <= 3600
 
 
 async def test_redis_layout_live_view_and_ttl(redis_client: aioredis.Redis) -> None:

@@ -81,11 +81,11 @@ async def test_redelivery_changes_nothing() -> None:
 
 
 class _SaveFailsOnce(MemorySessionStore):
-    async def save(self, writes: Sequence[SessionWrite]) -> None:
+    async def save(self, writes: Sequence[SessionWrite], now_ms: int = 0) -> None:
         if not getattr(self, "failed", False):
             self.failed = True
             raise ConnectionError("killed between rows and state")
-        await super().save(writes)
+        await super().save(writes, now_ms)
 
 
 async def test_a_crash_between_rows_and_state_replays_to_the_same_rows() -> None:

@@ -1,0 +1,176 @@
+"""Journey progress of one session segment (pure: no I/O, no clock).  Semantics: ../shared/design/
+analytics-semantics.md ("Journeys", precise rule 6).
+
+Lifecycle.  When the sessions sink takes an event (``add``), :func:`match_tokens` evaluates the steps of the
+project's active journeys against the full :class:`~schemas.records.EventRecord` and keeps only the result,
+tokens ``journey_id/position``, in the :class:`~schemas.sessions.LiveEvent` (stored with the live events in
+Redis).  A journey change therefore applies to events processed after the change is picked up; events
+already processed keep the steps they matched then.  Whenever the sink recomputes a segment (any event
+that changes it, late ones included), :func:`journey_progress` recomputes every active journey of the
+project from the segment's ordered events, never incrementally, so a late or out-of-order event lands
+where it belongs.
+
+Rule 6, exactly as implemented (``J`` = the journey's timeout):
+
+* the first step-1 event enters; each next step is the first *later* event (in session order: timestamp,
+  sequence, receive order) matching it within ``J`` of the previous step (``t - t_prev <= J``); one event
+  advances at most one step; other events may come between;
+* an event more than ``J`` after the last progress ends the attempt as ``abandoned`` (the session went on,
+  the journey did not); a later step-1 event (that event included) starts a new attempt;
+* reaching the last step is ``converted``, which is final: nothing after it counts;
+* otherwise the status is the last attempt's: in the newest segment of the session ``pending``; in a
+  segment that a later segment follows (closed for sure) ``bounced`` (step 1 only) or ``dropped``.
+
+The newest segment's ``pending`` turns into ``bounced``/``dropped`` when the segment closes without a new
+event (``now > closes_at``: the session timeout after its last event, or its 24 h cap).  Nothing is
+written at that moment; readers resolve it with the row's ``closes_at`` (:func:`resolved_status`, and the
+same expression in SQL, ``query_api/journeys/metrics.py``).  So rows depend only on the events, never on
+when they were computed: a replay after a crash writes the same rows as a clean run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+from schemas.matchers import Matcher, matches
+from schemas.records import EventRecord
+from schemas.sessions import LiveEvent, journey_token
+
+__all__ = [
+    "STATUSES",
+    "JourneyProgress",
+    "JourneySpec",
+    "JourneyStep",
+    "Status",
+    "journey_progress",
+    "match_tokens",
+    "resolved_status",
+    "session_journey",
+]
+
+Status = Literal["pending", "converted", "bounced", "dropped", "abandoned"]
+STATUSES: tuple[Status, ...] = ("pending", "converted", "bounced", "dropped", "abandoned")
+
+
+@dataclass(frozen=True, slots=True)
+class JourneyStep:
+    id: str
+    position: int  # as stored (1..100, unique in the journey); steps are evaluated in this order
+    matcher: Matcher
+
+
+@dataclass(frozen=True, slots=True)
+class JourneySpec:
+    """An active journey as the processor uses it; ``steps`` ordered by position."""
+
+    id: str
+    timeout_ms: int
+    steps: tuple[JourneyStep, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class JourneyProgress:
+    """The reported attempt of one journey in one segment (the last attempt, or the converted one)."""
+
+    journey_id: str
+    status: Status
+    step_times: tuple[int, ...]  # entry time (ms) of each step reached, step 1 first
+    step_ids: tuple[str, ...]  # the ids of those steps
+    attempts: int  # attempts started in the segment
+    entries: frozenset[tuple[int, int]]  # (position, entered ms) of every step entry of every attempt
+
+    @property
+    def steps_reached(self) -> int:
+        return len(self.step_times)
+
+    @property
+    def entered_ms(self) -> int:
+        return self.step_times[0]
+
+    @property
+    def last_step_ms(self) -> int:
+        return self.step_times[-1]
+
+    @property
+    def duration_ms(self) -> int:
+        """Last step reached - step 1 (for converted attempts: the time to convert)."""
+        return self.step_times[-1] - self.step_times[0]
+
+
+def match_tokens(journeys: Iterable[JourneySpec], record: EventRecord) -> tuple[str, ...]:
+    """Every (journey, step) the event matches, as sorted :func:`~schemas.sessions.journey_token` values."""
+    return tuple(
+        sorted(journey_token(j.id, s.position) for j in journeys for s in j.steps if matches(s.matcher, record))
+    )
+
+
+def journey_progress(
+    events: Sequence[LiveEvent], journeys: Iterable[JourneySpec], newest: bool
+) -> list[JourneyProgress]:
+    """Progress of each journey in a segment whose events are ``events`` in session order; ``newest``: no
+    later segment of the session exists (the segment may still grow).  Journeys never entered are left out."""
+    if not any(e.journeys for e in events):
+        return []
+    out: list[JourneyProgress] = []
+    for journey in journeys:
+        if journey.steps:
+            p = _one(journey, events, newest)
+            if p is not None:
+                out.append(p)
+    return out
+
+
+def _one(journey: JourneySpec, events: Sequence[LiveEvent], newest: bool) -> JourneyProgress | None:
+    positions = [s.position for s in journey.steps]
+    tokens = [journey_token(journey.id, p) for p in positions]  # compared with LiveEvent.journeys as is
+    times: list[int] = []  # the current attempt's step entry times
+    entries: set[tuple[int, int]] = set()
+    attempts = 0
+    abandoned = converted = False
+    for e in events:
+        if times and not abandoned and e.ts_ms - times[-1] > journey.timeout_ms:
+            abandoned = True  # the session went on past the timeout without progress
+        if not e.journeys:
+            continue
+        if not times or abandoned:
+            if tokens[0] in e.journeys:
+                times, abandoned, attempts = [e.ts_ms], False, attempts + 1
+                entries.add((positions[0], e.ts_ms))
+            continue
+        if tokens[len(times)] in e.journeys:
+            entries.add((positions[len(times)], e.ts_ms))
+            times.append(e.ts_ms)
+            if len(times) == len(positions):
+                converted = True
+                break
+    if not times:
+        return None
+    status: Status
+    if converted:
+        status = "converted"
+    elif abandoned:
+        status = "abandoned"
+    elif newest:
+        status = "pending"
+    else:
+        status = "bounced" if len(times) == 1 else "dropped"
+    step_ids = tuple(s.id for s in journey.steps[: len(times)])
+    return JourneyProgress(journey.id, status, tuple(times), step_ids, attempts, frozenset(entries))
+
+
+def resolved_status(status: str, steps_reached: int, closes_at_ms: int, now_ms: int) -> str:
+    """A stored status as of ``now_ms``: ``pending`` of a segment that closed since is ``bounced``/``dropped``."""
+    if status == "pending" and now_ms > closes_at_ms:
+        return "bounced" if steps_reached == 1 else "dropped"
+    return status
+
+
+def session_journey(progress: Sequence[JourneyProgress]) -> JourneyProgress | None:
+    """The journey a ``sessions`` row names (``journey_id``, ``last_journey_step_id``, ``conversion_status``):
+    the most recent progress (latest step entry), then the furthest, then the smallest journey id, so that
+    the choice does not depend on the order journeys are listed in."""
+    if not progress:
+        return None
+    return min(progress, key=lambda p: (-p.last_step_ms, -p.steps_reached, p.journey_id))
