@@ -148,7 +148,9 @@ def build_mcp_server(backends: Backends, *, stdio_token: str | None = None, http
         return info
 
     async def run(document: str, variables: dict[str, Any]) -> dict[str, Any]:
-        ctx = QueryContext(await caller(), backends.pool, await backends.clickhouse(), backends.redis)
+        ctx = QueryContext(
+            await caller(), backends.pool, await backends.clickhouse(), backends.redis, backends.settings.limits()
+        )
         result = await schema.execute(document, variable_values=variables, context_value=ctx)
         if result.errors:
             raise ToolError(result.errors[0].message)
