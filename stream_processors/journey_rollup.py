@@ -39,7 +39,13 @@ from schemas.sessions import (
     journey_step_key,
     minute_of,
 )
-from stream_processors.journeys import JourneyProgress, JourneySpec, journey_progress, session_journey
+from stream_processors.journeys import (
+    JourneyProgress,
+    JourneySpec,
+    closed_status,
+    journey_progress,
+    session_journey,
+)
 from stream_processors.session_store import RealtimeUpdate, SessionKey
 from stream_processors.sessionize import SessionPolicy, SessionUpdate
 
@@ -80,7 +86,6 @@ def rollup(
         realtime = _realtime(key, update, counters, oldest_minute, now_ms, identities)
         return SessionRollup([], {}, frozenset(), realtime)
     version = update.ledger.version
-    newest = update.live.segment if update.live is not None else 0
     active = {j.id: j for j in journeys}
     touched = {s.segment for s in update.summaries} | set(update.removed_segments)
     old = {e: _parse(e) for e in stored_entries}
@@ -91,7 +96,10 @@ def rollup(
     new_rows: set[tuple[int, str]] = set()
     session_journeys: dict[int, tuple[str, str, str]] = {}
     for summary, events in zip(update.summaries, update.segment_events, strict=True):
-        progress = journey_progress(events, journeys, newest=summary.segment == newest)
+        # Stored statuses depend on the segment's events only (never on which segment was newest when a batch
+        # ran: a crash and replay must write what a clean run writes): journey rows keep ``pending`` until
+        # a final status, resolved with ``closes_at`` by readers; the sessions row takes the closed form.
+        progress = journey_progress(events, journeys, newest=True)
         if not progress:
             continue
         closes_at = min(summary.ended_ms + policy.timeout_ms, summary.started_ms + policy.max_length_ms)
@@ -101,7 +109,7 @@ def rollup(
             new_touched.update(_entry(summary.segment, p.journey_id, pos, ts) for pos, ts in p.entries)
         chosen = session_journey(progress)
         if chosen is not None:
-            session_journeys[summary.segment] = (chosen.journey_id, chosen.step_ids[-1], chosen.status)
+            session_journeys[summary.segment] = (chosen.journey_id, chosen.step_ids[-1], closed_status(chosen))
     at = update.live.ended_ms if update.live is not None else max((s.ended_ms for s in update.summaries), default=0)
     for segment, journey_id in sorted(old_rows - new_rows):
         hide = (key.org_id, key.project_id, journey_id, key.session_id, segment, version, at)

@@ -44,6 +44,7 @@ __all__ = [
     "JourneySpec",
     "JourneyStep",
     "Status",
+    "closed_status",
     "journey_progress",
     "match_tokens",
     "resolved_status",
@@ -158,6 +159,14 @@ def _one(journey: JourneySpec, events: Sequence[LiveEvent], newest: bool) -> Jou
         status = "bounced" if len(times) == 1 else "dropped"
     step_ids = tuple(s.id for s in journey.steps[: len(times)])
     return JourneyProgress(journey.id, status, tuple(times), step_ids, attempts, frozenset(entries))
+
+
+def closed_status(p: JourneyProgress) -> Status:
+    """The status as if the segment had closed: ``pending`` becomes ``bounced`` (step 1 only) or ``dropped``.
+    What the ``sessions`` row stores; readers show ``pending`` while the segment may still continue."""
+    if p.status != "pending":
+        return p.status
+    return "bounced" if len(p.step_times) == 1 else "dropped"
 
 
 def resolved_status(status: str, steps_reached: int, closes_at_ms: int, now_ms: int) -> str:

@@ -69,6 +69,22 @@ _FIELD_BY_COLUMN = {f.column: f.name for f in FIELDS}
 _ORDER = "timestamp, ifNull(event_sequence, 0), received_at, event_id"
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _TENANT = "org_id = {org:UUID} AND project_id = {project:UUID}"
+# The processors store a segment's journey status in closed form (bounced/dropped, never pending), so that
+# the stored row depends on the segment's events only; a segment whose last event is within the session
+# timeout (default 30 min) may still continue, and reads as pending until then.
+OPEN_MINUTES = 30
+
+
+def _status(t: str = "") -> str:
+    return (
+        f"if({t}conversion_status IN ('bounced', 'dropped') AND {t}ended_at + INTERVAL {OPEN_MINUTES} MINUTE "
+        f">= now64(3), 'pending', {t}conversion_status)"
+    )
+
+
+def _summary_columns(t: str = "") -> str:
+    return ", ".join(f"{_status(t)} AS conversion_status" if c == "conversion_status" else f"{t}{c}"
+                     for c in SUMMARY_COLUMNS)  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,7 +127,7 @@ def _search_where(f: ResolvedFilter, params: dict[str, Any]) -> tuple[str, str]:
         conds.append("s.journey_id = {journey_id:String}")
     if f.journey_status is not None:
         params["journey_status"] = f.journey_status
-        conds.append("s.conversion_status = {journey_status:String}")
+        conds.append(f"{_status('s.')} = {{journey_status:String}}")
     if f.has_error is not None:
         conds.append("s.error_count > 0" if f.has_error else "s.error_count = 0")
     if f.min_duration_ms is not None:
@@ -161,7 +177,7 @@ def search_query(f: ResolvedFilter, after: SessionCursor | None, limit: int) -> 
             "{c_ts:Int64} AND (s.session_id, s.segment) > ({c_sid:String}, {c_seg:UInt32})))"
         )
     join = "INNER JOIN hits AS h ON h.session_id = s.session_id\n" if hits else ""
-    cols = ", ".join(f"s.{c}" for c in SUMMARY_COLUMNS)
+    cols = _summary_columns("s.")
     sql = (
         f"{hits}SELECT {cols}\nFROM sessions AS s FINAL\n{join}WHERE {where}\n"
         "ORDER BY s.started_at DESC, s.session_id, s.segment\nLIMIT {limit:UInt32}"
@@ -215,7 +231,7 @@ def segments_query(session_id: str, segment: int | None) -> SqlQuery:
     if segment is not None:
         params["segment"] = segment
         where += " AND segment = {segment:UInt32}"
-    return SqlQuery(f"SELECT {', '.join(SUMMARY_COLUMNS)} FROM sessions FINAL WHERE {where} ORDER BY segment", params)
+    return SqlQuery(f"SELECT {_summary_columns()} FROM sessions FINAL WHERE {where} ORDER BY segment", params)
 
 
 def exists_query(session_id: str) -> SqlQuery:

@@ -16,7 +16,7 @@ from schemas.matchers import parse_matcher
 from schemas.records import EventRecord
 from schemas.rows import JOURNEY_SESSION_COLUMNS, SESSION_COLUMNS
 from schemas.sessions import active_sessions_key, active_users_key, epm_key, journey_step_key, minute_of
-from stream_processors.journeys import JourneySpec, JourneyStep
+from stream_processors.journeys import JourneySpec, JourneyStep, resolved_status
 from stream_processors.project_config import ConfigUnavailable, MemoryConfigSource, ProjectConfig, ProjectConfigCache
 from stream_processors.session_store import MemorySessionsTable, MemorySessionStore, SessionWrite
 from stream_processors.sessionize import MINUTE_MS, SessionPolicy
@@ -217,8 +217,13 @@ async def test_the_projects_session_timeout_cuts_segments() -> None:
     store, table = new_store(), MemorySessionsTable()
     await feed(make_sink(store, table, short), [rec("t1", "short", 0, "/cart"), rec("t2", "short", 6, "/pay")])
     assert sorted(table.final(PROJECT, "short")) == [1, 2], "6 min > the project's 5 min timeout"
-    assert journeys(table) == {("short", 1): ("bounced", 1, "st-cart", (0,), 1)}
-    assert table.journey_final(PROJECT)[(J.id, "short", 1)][JC["closes_at"]].timestamp() * 1000 == T0 + 5 * MINUTE_MS
+    # Stored pending (rows depend on the segment's events only); closes_at, 5 min after its last event, has
+    # passed, so readers see it bounced; the sessions row stores the closed form directly.
+    assert journeys(table) == {("short", 1): ("pending", 1, "st-cart", (0,), 1)}
+    closes_at = table.journey_final(PROJECT)[(J.id, "short", 1)][JC["closes_at"]].timestamp() * 1000
+    assert closes_at == T0 + 5 * MINUTE_MS
+    assert resolved_status("pending", 1, int(closes_at), T0 + 6 * MINUTE_MS) == "bounced"
+    assert table.final(PROJECT, "short")[1][SESSION_COLUMNS.index("conversion_status")] == "bounced"
 
 
 async def test_configuration_is_waited_for_cached_and_refreshed() -> None:
