@@ -120,6 +120,12 @@ _RETENTION = """query($p: ID!, $period: RetentionPeriod!, $periods: Int, $start:
   retention(projectId: $p, period: $period, periods: $periods, startEvent: $start, returnEvent: $ret,
             dateFrom: $from, dateTo: $to, cohortId: $cohort) {
     period periods cohorts { start size cells { period count rate } } } }"""
+_JOURNEY_FUNNEL = """query($id: ID!, $from: DateTime, $to: DateTime, $dropped: Int!) {
+  journeyFunnel(journeyId: $id, dateFrom: $from, dateTo: $to, droppedPerStep: $dropped) {
+    journeyId projectId name totalSessions convertedSessions conversionRate avgDurationMs
+    byStatus { status sessions }
+    steps { position stepId name reached dropOff conversionFromFirst conversionFromPrevious
+            dropped { sessionId segment enteredAt } } } }"""
 
 
 def build_mcp_server(backends: Backends, *, stdio_token: str | None = None, http_url: str | None = None) -> MCPServer:
@@ -246,5 +252,26 @@ def build_mcp_server(backends: Backends, *, stdio_token: str | None = None, http
         variables = {"p": project_id, "period": period, "periods": periods, "start": start_event, "ret": return_event,
                      "from": date_from, "to": date_to, "cohort": cohort_id}  # fmt: skip
         return await run(_RETENTION, variables)
+
+    @server.tool(
+        name="pg.get_funnel",
+        description="A defined journey's funnel from the processors' rollups, identical to GraphQL `journeyFunnel`: "
+        "sessions entering it, converted, conversion rate, mean time to convert, sessions per status (pending, "
+        "converted, bounced, dropped, abandoned) and per-step reach, drop-off and conversion. date_from / date_to "
+        "(RFC 3339) bound when attempts entered step 1 (default: the last 30 days).",
+    )
+    async def get_funnel(journey_id: str, date_from: str | None = None, date_to: str | None = None) -> dict[str, Any]:
+        return await run(_JOURNEY_FUNNEL, {"id": journey_id, "from": date_from, "to": date_to, "dropped": 0})
+
+    @server.tool(
+        name="pg.get_drop_offs",
+        description="Where sessions leave a journey: per step the drop-off and the newest sessions that stopped "
+        "there (session id + segment, for pg.get_session), up to `per_step` (1-100) each. Same numbers as "
+        "pg.get_funnel and GraphQL `journeyFunnel`.",
+    )
+    async def get_drop_offs(
+        journey_id: str, per_step: int = 10, date_from: str | None = None, date_to: str | None = None
+    ) -> dict[str, Any]:
+        return await run(_JOURNEY_FUNNEL, {"id": journey_id, "from": date_from, "to": date_to, "dropped": per_step})
 
     return server

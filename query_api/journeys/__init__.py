@@ -1,6 +1,18 @@
-"""Journeys for the query API: metrics from ``journey_sessions`` (:mod:`.metrics`).  No GraphQL fields yet
-(the root types are merged from ``QUERY``/``MUTATION`` here once they exist, see :mod:`query_api.schema`)."""
+"""Journeys for the query API: metrics from ``journey_sessions`` (:mod:`.metrics`) and the ``journeyFunnel``
+field (:mod:`.graphql`)."""
 
+from query_api.journeys.graphql import JourneyFunnel, JourneyQuery, journey_funnel
 from query_api.journeys.metrics import JourneyMetrics, StepMetrics, journey_metrics, metrics_from_counts
 
-__all__ = ["JourneyMetrics", "StepMetrics", "journey_metrics", "metrics_from_counts"]
+# Merged into the GraphQL root Query by query_api.schema.
+QUERY = JourneyQuery
+
+__all__ = [
+    "QUERY",
+    "JourneyFunnel",
+    "JourneyMetrics",
+    "StepMetrics",
+    "journey_funnel",
+    "journey_metrics",
+    "metrics_from_counts",
+]

@@ -6,19 +6,25 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import json
 import time
 from collections.abc import Mapping
 from typing import Any
 
+import httpx
 import psycopg
 import pytest
 import redis.asyncio as aioredis
 from clickhouse_connect.driver.query import QueryResult
+from mcp import Client as McpClient
 from psycopg.types.json import Jsonb
 
 from productgraph.connections import clickhouse_client
 from productgraph.db import tenant_transaction_sync
+from query_api.app import create_app
 from query_api.journeys.metrics import journey_metrics
+from query_api.mcp_server import _JOURNEY_FUNNEL, Backends, build_mcp_server
+from query_api.settings import QueryApiSettings
 from query_api.tenant_scope import Tenant, scoped_query
 from schemas.sessions import active_sessions_key, active_users_key, epm_key, journey_step_key, minute_of
 from stream_processors.sessionize import MINUTE_MS
@@ -58,6 +64,35 @@ def set_timeout(dsn: str, org: str, project: str, minutes: int) -> None:
         conn.execute(
             "UPDATE projects SET settings = %s WHERE id = %s", (Jsonb({"session_timeout_minutes": minutes}), project)
         )
+
+
+async def _journey_funnel_through_api(
+    servers: Servers, token: str, journey_id: str
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    settings = QueryApiSettings(
+        clickhouse_url=servers.clickhouse_url, postgres_dsn=servers.postgres_dsn, redis_url=servers.redis_url
+    )
+    app = create_app(settings)
+    variables = {"id": journey_id, "dropped": 10}
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://api") as http,
+    ):
+        resp = await http.post(
+            "/graphql", json={"query": _JOURNEY_FUNNEL, "variables": variables},
+            headers={"Authorization": f"Bearer {token}"},
+        )  # fmt: skip
+        assert resp.status_code == 200 and "errors" not in resp.json(), resp.text
+    backends = Backends(settings)
+    try:
+        async with McpClient(build_mcp_server(backends, stdio_token=token)) as client:
+            result = await client.call_tool("pg.get_drop_offs", {"journey_id": journey_id, "per_step": 10})
+            assert not result.is_error, result
+            payload = result.structured_content or json.loads(result.content[0].text)
+            via_mcp = dict(payload.get("result", payload))
+    finally:
+        await backends.close()
+    return dict(resp.json()["data"]), via_mcp
 
 
 def journey_rows(clickhouse_url: str, project: str) -> dict[tuple[str, str, int], tuple[Any, ...]]:
@@ -164,6 +199,18 @@ async def test_journeys_rows_metrics_counters_and_a_journey_added_live(
         assert m.by_status == {"pending": 1, "converted": 3, "bounced": 2, "dropped": 1, "abandoned": 1}
         assert m.avg_duration_ms == (3 + 5 + 1) * MINUTE_MS / 3
         assert [(s.reached, s.drop_off) for s in m.steps] == [(8, 0), (5, 3), (3, 2)]
+
+        # The same numbers through GraphQL (journeyFunnel) and the MCP tools, with the sessions that stopped.
+        via_api, via_mcp = await _journey_funnel_through_api(servers, tenant["admin_token"], buy)
+        assert via_mcp == via_api
+        f = via_api["journeyFunnel"]
+        assert (f["totalSessions"], f["convertedSessions"], f["conversionRate"]) == (8, 3, 0.375)
+        assert {s["status"]: s["sessions"] for s in f["byStatus"]} == m.by_status
+        assert [(s["reached"], s["dropOff"], s["conversionFromPrevious"]) for s in f["steps"]] == [
+            (8, 0, 1.0), (5, 3, 0.625), (3, 2, 0.6)
+        ]  # fmt: skip
+        stopped = [sorted((d["sessionId"], d["segment"]) for d in s["dropped"]) for s in f["steps"]]
+        assert stopped == [[("bounce", 1), ("split", 2)], [("drop", 1)], []]  # live is pending, aband abandoned
 
         # Redis: only the "live" session is within the counters' window (events of yesterday are not)
         redis = aioredis.from_url(servers.redis_url, decode_responses=True)
