@@ -57,7 +57,7 @@ __all__ = [
 ]
 
 # Tables under per-project retention and the time that ages a row out (the same as in their TTL).
-RETENTION_COLUMNS: dict[str, str] = {"events": "timestamp", "sessions": "ended_at"}
+RETENTION_COLUMNS: dict[str, str] = {"events": "timestamp", "sessions": "ended_at", "journey_sessions": "closes_at"}
 TENANT_CONDITION = "org_id = {org:UUID} AND project_id = {project:UUID}"
 _CLUSTER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
