@@ -133,6 +133,28 @@ def create_user(conn: psycopg.Connection[Any], org_id: str, email: str, name: st
     return str(row[0])
 
 
+def create_journey(
+    conn: psycopg.Connection[Any], org_id: str, project_id: str, name: str, steps: list[tuple[str, dict[str, Any]]]
+) -> str:
+    """A journey with ordered (name, matcher) steps; matchers are checked and stored normalised."""
+    from schemas.matchers import parse_matcher
+
+    normalised = [(step_name, parse_matcher(m).as_dict()) for step_name, m in steps]
+    with tenant_transaction_sync(conn, org_id):
+        row = conn.execute(
+            "INSERT INTO journeys (org_id, project_id, name) VALUES (%s, %s, %s) RETURNING id::text",
+            (org_id, project_id, name),
+        ).fetchone()
+        assert row is not None
+        for position, (step_name, matcher) in enumerate(normalised, start=1):
+            conn.execute(
+                "INSERT INTO journey_steps (org_id, journey_id, position, name, matcher) VALUES (%s, %s, %s, %s, %s)",
+                (org_id, row[0], position, step_name, Jsonb(matcher)),
+            )
+        _audit(conn, "journey.create", "journey", row[0], project_id=project_id, name=name)
+    return str(row[0])
+
+
 def bootstrap_org(
     dsn: str, org_name: str, org_slug: str, project_name: str, project_slug: str, owner_email: str | None = None
 ) -> Bootstrap:

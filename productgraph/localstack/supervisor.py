@@ -165,8 +165,9 @@ class Stack:
                 "api_key": b.api_key,
                 "admin_token": b.admin_token,
             }
+            demo["journey_id"] = _demo_journey(self.env["PG_POSTGRES_DSN"], b.org_id, b.project_id)
             self._write_json("demo.json", demo, private=True)
-            self.say("  created demo org, project, API key and admin token")
+            self.say("  created demo org, project, API key, admin token and a 'Checkout' journey")
         return {k: str(v) for k, v in demo.items()}
 
     # ---- services ------------------------------------------------------------------------------------
@@ -187,6 +188,8 @@ class Stack:
         for kind in KIND_NAMES:
             for n in range(1, s.processors_per_kind + 1):
                 env = {**base_env, "PG_METRICS_PORT": str(free_port(host)), "PG_METRICS_HOST": host}
+                if kind == "sessions" and "PG_BATCH_MAX_AGE_S" not in os.environ:
+                    env["PG_BATCH_MAX_AGE_S"] = "0.25"  # live metrics: pushed within 1 s of acceptance
                 self.services.append(
                     Service(f"processor-{kind}-{n}", [*cli, "processor", kind], env, logs / f"processor-{kind}-{n}.log")
                 )
@@ -239,6 +242,18 @@ class Stack:
         self.info["processes"] = {svc.name: svc.proc.pid for svc in self.services if svc.proc is not None}
         self.info["servers"] = {srv.name: srv.pid for srv in self.servers}
         self._write_json("stack.json", self.info, private=True)
+
+
+def _demo_journey(dsn: str, org_id: str, project_id: str) -> str:
+    import psycopg
+
+    from productgraph.admin import create_journey
+
+    pages = [("Cart", "/cart"), ("Shipping", "/checkout/shipping"), ("Payment", "/checkout/payment"),
+             ("Done", "/checkout/done")]  # fmt: skip
+    steps = [(name, {"event_type": "page.view", "page_path": path}) for name, path in pages]
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        return create_journey(conn, org_id, project_id, "Checkout", steps)
 
 
 def _with_user(dsn: str, user: str, password: str) -> str:
@@ -300,6 +315,7 @@ def _print_banner(say: Callable[[str], None], info: dict[str, Any], data_dir: Pa
     event = {"event_id": f"hello-{int(time.time())}", "project_id": info["project_slug"], "session.id": "s1",
              "event.type": "page.view", "event.timestamp": now, "page.path": "/"}  # fmt: skip
     query = {"query": f'{{ events(projectId: "{info["project_slug"]}") {{ total byType {{ eventType count }} }} }}'}
+    journey = info.get("journey_id", "<id from journeys(projectId)>")
     say(f"""
 ProductGraph is up ({elapsed:.0f}s).
   gateway   {info["gateway_url"]}   (POST /v1/events, /docs, /ready, /metrics)
@@ -316,5 +332,10 @@ Send an event:
 Query it:
   curl -s {info["graphql_url"]} -H 'Authorization: Bearer {info["admin_token"]}' -H 'Content-Type: application/json' \\
     -d '{json.dumps(query)}'
+More to try in GraphiQL ({info["graphql_url"]}; header {{"Authorization": "Bearer <admin token>"}}):
+  {{ journeyFunnel(journeyId: "{journey}") {{ totalSessions conversionRate steps {{ name reached dropOff }} }} }}
+  {{ sessions(projectId: "{info["project_slug"]}") {{ nodes {{ sessionId segment durationMs conversionStatus }} }} }}
+  {{ liveMetrics(projectId: "{info["project_slug"]}") {{ activeSessions activeUsers eventsLastHour }} }}
+  subscription {{ liveMetrics(projectId: "{info["project_slug"]}") {{ activeSessions eventsLastHour }} }}
 
 Ctrl-C stops everything.""")
