@@ -12,6 +12,10 @@
   for Kubernetes ``K8S_VERSION``, except KEDA's ScaledObject (a CRD the validator does not know): those
   are checked against ``KEDA_SCALED_OBJECT`` below (a strict subset of the KEDA v2 CRD schema, written
   here) plus their embedded HPA behaviour through the real autoscaling/v2 schema.
+* What each workload talks to (:data:`SERVERS_BY_COMMAND`): compose hands it those servers' URLs, and in
+  Kubernetes it gets them from the ConfigMap/Secrets and the egress NetworkPolicies open exactly their ports
+  (plus DNS) under a default deny.  The retention CronJob, the production Ingress (WebSocket timeouts for
+  the query API, the gateway's body limit) are checked the same way.
 * yamllint (repository ``.yamllint``) on every YAML file of ``deploy/``.
 * The Dockerfile, parsed by the official BuildKit parser (the ``dockerfile`` package).
 * :mod:`productgraph.clickhouse_ddl` and its wiring into ``productgraph migrate`` (with fakes, no server).
@@ -29,6 +33,7 @@ import types
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import dockerfile
 import jsonschema
@@ -52,6 +57,7 @@ from productgraph.clickhouse_ddl import (
     split_sql,
 )
 from productgraph.connections import ClickHouseTarget
+from productgraph.retention import RetentionSettings
 from productgraph.settings import MigrateSettings
 from query_api.settings import QueryApiSettings
 from schemas.topics import DEAD_LETTERS, EVENTS
@@ -73,9 +79,49 @@ SETTINGS_BY_COMMAND: dict[str, type[BaseSettings]] = {
     "query-api": QueryApiSettings,
     "processor": ProcessorSettings,
     "migrate": MigrateSettings,
+    "retention": RetentionSettings,
 }
-SERVICE_COMMANDS = {("gateway",), ("query-api",), ("migrate",)} | {("processor", k) for k in KIND_NAMES}
+SERVICE_COMMANDS = {("gateway",), ("query-api",), ("migrate",), ("retention",)} | {("processor", k) for k in KIND_NAMES}
 KNOWN_PG_VARS = {"PG_" + f.upper() for cls in SETTINGS_BY_COMMAND.values() for f in cls.model_fields}
+
+# The servers each deployed command talks to (read from the code: ingest_gateway/, query_api/app.py,
+# stream_processors/worker.py -- the sessions kind reads project settings and journeys from Postgres --,
+# productgraph/migrate.py, productgraph/retention.py).  A new command or processor kind needs a row.
+SERVERS_BY_COMMAND: dict[tuple[str, ...], set[str]] = {
+    ("gateway",): {"kafka", "postgres", "redis"},
+    ("query-api",): {"postgres", "redis", "clickhouse"},
+    ("processor", "warehouse"): {"kafka", "clickhouse"},
+    ("processor", "sessions"): {"kafka", "clickhouse", "redis", "postgres"},
+    ("migrate",): {"postgres", "clickhouse", "kafka"},
+    ("retention",): {"postgres", "clickhouse"},
+}
+SERVER_VARS = {
+    "kafka": "PG_KAFKA_BOOTSTRAP",
+    "clickhouse": "PG_CLICKHOUSE_URL",
+    "postgres": "PG_POSTGRES_DSN",
+    "redis": "PG_REDIS_URL",
+}
+# Settings the deployment files state explicitly, with the code's defaults (README "Configuration").
+STATED_DEFAULTS: dict[str, type[BaseSettings]] = {
+    "PG_QUERY_RATE_LIMIT_PER_S": QueryApiSettings,
+    "PG_QUERY_RATE_LIMIT_BURST": QueryApiSettings,
+    "PG_CLICKHOUSE_TIMEOUT_S": QueryApiSettings,
+    "PG_PROJECT_CONFIG_REFRESH_S": ProcessorSettings,
+}
+
+
+def _server_ports(server: str, value: str) -> set[int]:
+    """The TCP ports a service dials for ``server`` given its URL setting ``value``."""
+    if server == "kafka":
+        return {int(hostport.rsplit(":", 1)[1]) for hostport in value.split(",")}
+    if server == "clickhouse":
+        return {ClickHouseTarget(value).port}
+    return {urlsplit(value).port or {"postgres": 5432, "redis": 6379}[server]}
+
+
+def test_every_deployed_command_has_its_servers_listed() -> None:
+    assert set(SERVERS_BY_COMMAND) == SERVICE_COMMANDS
+
 
 Doc = dict[str, Any]
 
@@ -209,8 +255,9 @@ def test_compose_starts_services_only_after_healthy_servers_and_migrations(compo
     services = compose["services"]
     servers = {n for n, s in services.items() if "build" not in s}
     apps = {n for n, s in services.items() if "build" in s}
-    assert apps == {"migrate", "gateway", "query-api"} | {f"processor-{k}" for k in KIND_NAMES}
-    for name in servers | apps - {"migrate"}:
+    assert apps == {"migrate", "gateway", "query-api", "retention"} | {f"processor-{k}" for k in KIND_NAMES}
+    # migrate runs to completion; retention serves no port and nothing waits for it (restarted if it exits).
+    for name in servers | apps - {"migrate", "retention"}:
         assert "healthcheck" in services[name], f"{name} has no health check"
     migrate_deps = services["migrate"]["depends_on"]
     assert {d["condition"] for d in migrate_deps.values()} == {"service_healthy"}
@@ -267,6 +314,11 @@ def test_compose_environment_parses_in_each_services_settings(compose: Doc, monk
         env = _compose_service_env(service, env_file)
         assert set(env) <= KNOWN_PG_VARS, f"{name}: unknown PG_ variables {set(env) - KNOWN_PG_VARS}"
         s = _settings_from(env, SETTINGS_BY_COMMAND[service["command"][0]], monkeypatch)
+        # Each server the command talks to is given explicitly (a settings default would point at 127.0.0.1).
+        for server in SERVERS_BY_COMMAND[tuple(service["command"])]:
+            assert SERVER_VARS[server] in env, f"{name} talks to {server} but gets no {SERVER_VARS[server]}"
+            if server != "kafka":
+                assert urlsplit(env[SERVER_VARS[server]]).hostname == server, f"{name}: {server} host"
         assert s.kafka_idempotence is True and s.clickhouse_compress is True
         assert s.kafka_bootstrap == "kafka-1:9092,kafka-2:9092,kafka-3:9092"
         assert ClickHouseTarget(s.clickhouse_url).host == "clickhouse"
@@ -281,6 +333,42 @@ def test_compose_environment_parses_in_each_services_settings(compose: Doc, monk
         if name.startswith("processor-"):
             assert s.metrics_port == 9100
             assert "9100/health" in " ".join(service["healthcheck"]["test"])
+
+
+def test_compose_retention_service(compose: Doc, monkeypatch: pytest.MonkeyPatch) -> None:
+    services = compose["services"]
+    retention = services["retention"]
+    assert retention["command"] == ["retention"], "long-running: one pass at start, then every interval"
+    assert retention["restart"] == "unless-stopped"
+    deps = retention["depends_on"]
+    assert deps["migrate"]["condition"] == "service_completed_successfully"
+    assert {n for n, d in deps.items() if d["condition"] == "service_healthy"} == {"postgres", "clickhouse"}
+    env_file = _env_example()
+    assert env_file["PG_RETENTION_INTERVAL_S"] == "3600"
+    # The interval set in deploy/.env reaches the service (not just the code's default).
+    tuned = _compose_service_env(retention, env_file | {"PG_RETENTION_INTERVAL_S": "120"})
+    assert _settings_from(tuned, RetentionSettings, monkeypatch).retention_interval_s == 120
+    s = _settings_from(_compose_service_env(retention, env_file), RetentionSettings, monkeypatch)
+    assert s.postgres_dsn.startswith("postgresql://productgraph_app:"), "retention_policies() as the app role"
+    # Deletes must address the tables migrate created: the same cluster setting (single node here).
+    m = _settings_from(_compose_service_env(services["migrate"], env_file), MigrateSettings, monkeypatch)
+    assert s.clickhouse_cluster == m.clickhouse_cluster and s.clickhouse_url == m.clickhouse_url
+
+
+def test_deployment_files_state_the_guard_rail_and_refresh_settings_with_the_code_defaults(
+    compose: Doc, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    env_file = _env_example()
+    config = _yaml_docs(K8S / "base" / "configmap.yaml")[0]["data"]
+    services = compose["services"]
+    for var, cls in STATED_DEFAULTS.items():
+        default = cls.model_fields[var.removeprefix("PG_").lower()].default
+        for where, value in (("deploy/.env.example", env_file[var]), ("configmap.yaml", config[var])):
+            parsed = getattr(_settings_from({var: value}, cls, monkeypatch), var.removeprefix("PG_").lower())
+            assert parsed == default, f"{where}: {var}={value}, the code's default is {default}"
+        users = [n for n, svc in services.items() if var in svc.get("environment", {})]
+        wanted = {"query-api"} if cls is QueryApiSettings else {f"processor-{k}" for k in KIND_NAMES}
+        assert set(users) == wanted, f"{var} reaches {users}"
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -345,11 +433,44 @@ def _json_patch(doc: Doc, operations: list[Doc]) -> None:
             raise AssertionError(f"JSON patch op {op['op']!r} not implemented by this renderer")
 
 
-def _pod_spec(doc: Doc) -> Doc | None:
+def _pod_template(doc: Doc) -> Doc | None:
     if doc["kind"] in ("Deployment", "Job", "StatefulSet", "DaemonSet"):
-        spec: Doc = doc["spec"]["template"]["spec"]
-        return spec
+        template: Doc = doc["spec"]["template"]
+        return template
+    if doc["kind"] == "CronJob":
+        template = doc["spec"]["jobTemplate"]["spec"]["template"]
+        return template
     return None
+
+
+def _pod_spec(doc: Doc) -> Doc | None:
+    template = _pod_template(doc)
+    return None if template is None else template["spec"]
+
+
+def _pod_labels(doc: Doc) -> dict[str, str]:
+    template = _pod_template(doc)
+    assert template is not None, doc["kind"]
+    labels: dict[str, str] = template["metadata"]["labels"]
+    return labels
+
+
+def _container_env(
+    container: Doc, config_maps: dict[str, dict[str, str]], secrets: dict[str, dict[str, str]]
+) -> dict[str, str]:
+    """What the container's ``envFrom`` gives it (later sources win, as in Kubernetes)."""
+    env: dict[str, str] = {}
+    for source in container["envFrom"]:
+        if "configMapRef" in source:
+            env |= config_maps[source["configMapRef"]["name"]]
+        else:
+            env |= secrets[source["secretRef"]["name"]]
+    return env
+
+
+def _service_command(args: list[str]) -> tuple[str, ...]:
+    """``["retention", "--once"]`` -> ``("retention",)``: the command without its options."""
+    return tuple(a for a in args if not a.startswith("-"))
 
 
 def _containers(doc: Doc) -> Iterator[Doc]:
@@ -600,21 +721,18 @@ def test_workloads_are_sized_hardened_and_configured_from_one_image(
         assert pod["automountServiceAccountToken"] is False
         selector = doc["spec"].get("selector", {}).get("matchLabels")
         if selector is not None:
-            assert _labels_match(selector, doc["spec"]["template"]["metadata"]["labels"])
+            assert _labels_match(selector, _pod_labels(doc))
         for container in _containers(doc):
             for bound in ("requests", "limits"):
                 assert {"cpu", "memory"} <= set(container["resources"][bound]), f"{doc['metadata']['name']}"
             assert container["securityContext"]["allowPrivilegeEscalation"] is False
             assert container["securityContext"]["readOnlyRootFilesystem"] is True
-            env: dict[str, str] = {}
-            for source in container["envFrom"]:
-                if "configMapRef" in source:
-                    env |= config_maps[source["configMapRef"]["name"]]
-                else:
-                    env |= secrets[source["secretRef"]["name"]]
+            env = _container_env(container, config_maps, secrets)
             assert {k for k in env if k.startswith("PG_")} <= KNOWN_PG_VARS
             command = container["args"][0]
-            commands.add(tuple(container["args"]))
+            commands.add(_service_command(container["args"]))
+            cli = CliRunner().invoke(cli_main, [*container["args"], "--help"])
+            assert cli.exit_code == 0, f"{doc['metadata']['name']}: args {container['args']}: {cli.output}"
             settings = _settings_from(env, SETTINGS_BY_COMMAND[command], monkeypatch)
             assert settings.kafka_idempotence is True and settings.clickhouse_compress is True
             refs = {s["secretRef"]["name"] for s in container["envFrom"] if "secretRef" in s}
@@ -633,11 +751,13 @@ def test_workloads_are_sized_hardened_and_configured_from_one_image(
 def test_only_the_gateway_and_query_api_accept_outside_traffic(rendered: tuple[str, list[Doc]]) -> None:
     _, docs = rendered
     policies = [d for d in docs if d["kind"] == "NetworkPolicy"]
-    deny = [p for p in policies if p["spec"]["podSelector"] == {} and "ingress" not in p["spec"]]
-    assert deny and deny[0]["spec"]["policyTypes"] == ["Ingress"], "default-deny ingress for every pod"
+    assert any(
+        p["spec"]["podSelector"] == {} and p["spec"]["policyTypes"] == ["Ingress"] and "ingress" not in p["spec"]
+        for p in policies
+    ), "default-deny ingress for every pod"
     open_to: dict[str, set[int]] = {}
     for doc in (d for d in docs if _pod_spec(d) is not None):
-        labels = doc["spec"]["template"]["metadata"]["labels"]
+        labels = _pod_labels(doc)
         for policy in policies:
             if not _labels_match(policy["spec"]["podSelector"].get("matchLabels", {}), labels):
                 continue
@@ -648,6 +768,129 @@ def test_only_the_gateway_and_query_api_accept_outside_traffic(rendered: tuple[s
                         p["port"] for p in rule["ports"]
                     )
     assert open_to == {"gateway": {8080}, "query-api": {8090}}
+
+
+def _egress_ports(policies: list[Doc], labels: dict[str, str]) -> set[tuple[str, int]]:
+    """(protocol, port) a pod with ``labels`` may dial under these policies (rules without ports: refused)."""
+    allowed: set[tuple[str, int]] = set()
+    for policy in policies:
+        spec = policy["spec"]
+        if "Egress" not in spec["policyTypes"]:
+            continue
+        assert set(spec["podSelector"]) <= {"matchLabels"}, "this check reads matchLabels only"
+        if not _labels_match(spec["podSelector"].get("matchLabels", {}), labels):
+            continue
+        for rule in spec.get("egress", []):
+            assert rule.get("ports"), f"{policy['metadata']['name']}: an egress rule without ports opens everything"
+            allowed |= {(port.get("protocol", "TCP"), port["port"]) for port in rule["ports"]}
+    return allowed
+
+
+def test_egress_is_denied_except_dns_and_each_workloads_own_servers(
+    rendered: tuple[str, list[Doc]], secrets: dict[str, dict[str, str]]
+) -> None:
+    name, docs = rendered
+    policies = [d for d in docs if d["kind"] == "NetworkPolicy"]
+    deny = [p for p in policies if p["spec"]["policyTypes"] == ["Egress"] and "egress" not in p["spec"]]
+    config_maps = {d["metadata"]["name"]: d["data"] for d in docs if d["kind"] == "ConfigMap"}
+    seen = set()
+    for doc in (d for d in docs if _pod_spec(d) is not None):
+        labels = _pod_labels(doc)
+        assert any(_labels_match(p["spec"]["podSelector"]["matchLabels"], labels) for p in deny), "default deny"
+        allowed = _egress_ports(policies, labels)
+        assert {("UDP", 53), ("TCP", 53)} <= allowed, f"{doc['metadata']['name']}: no DNS"
+        for container in _containers(doc):
+            command = _service_command(container["args"])
+            seen.add(command)
+            env = _container_env(container, config_maps, secrets)
+            wanted = {53}
+            for server in SERVERS_BY_COMMAND[command]:
+                assert SERVER_VARS[server] in env, f"{name}: {command} talks to {server} but gets no URL for it"
+                wanted |= _server_ports(server, env[SERVER_VARS[server]])
+            tcp = {port for protocol, port in allowed if protocol == "TCP"}
+            assert tcp == wanted, f"{name}: {doc['metadata']['name']} may dial {sorted(tcp)}, needs {sorted(wanted)}"
+    assert seen == SERVICE_COMMANDS
+
+
+def test_sessions_processor_reads_postgres_as_the_app_role(
+    rendered: tuple[str, list[Doc]], secrets: dict[str, dict[str, str]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _, docs = rendered
+    config_maps = {d["metadata"]["name"]: d["data"] for d in docs if d["kind"] == "ConfigMap"}
+    (container,) = _containers(_one(docs, "Deployment", "productgraph-processor-sessions"))
+    env = _container_env(container, config_maps, secrets)
+    assert env["PG_POSTGRES_DSN"] == secrets["productgraph-runtime"]["PG_POSTGRES_DSN"]
+    assert urlsplit(env["PG_POSTGRES_DSN"]).username == "productgraph_app", "RLS: never the owner role"
+    assert "PG_POSTGRES_ADMIN_DSN" not in env
+    settings = _settings_from(env, ProcessorSettings, monkeypatch)
+    assert settings.project_config_refresh_s == ProcessorSettings.model_fields["project_config_refresh_s"].default
+
+
+def _hourly(schedule: str) -> bool:
+    minute, *rest = schedule.split()
+    return minute.isdigit() and 0 <= int(minute) < 60 and rest == ["*", "*", "*", "*"]
+
+
+def test_retention_cronjob_runs_one_pass_an_hour_as_the_app_role(
+    rendered: tuple[str, list[Doc]], secrets: dict[str, dict[str, str]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _, docs = rendered
+    cron = _one(docs, "CronJob", "productgraph-retention")
+    spec = cron["spec"]
+    assert _hourly(spec["schedule"]), spec["schedule"]
+    assert spec["concurrencyPolicy"] == "Forbid", "never two passes at once"
+    job = spec["jobTemplate"]["spec"]
+    assert 0 < job["activeDeadlineSeconds"] < 3600, "a stuck pass ends before the next one is due"
+    pod = job["template"]["spec"]
+    assert pod["restartPolicy"] in ("Never", "OnFailure")
+    (container,) = pod["containers"]
+    assert container["args"] == ["retention", "--once"]
+    refs = {s["secretRef"]["name"] for s in container["envFrom"] if "secretRef" in s}
+    assert refs == {"productgraph-runtime"}
+    config_maps = {d["metadata"]["name"]: d["data"] for d in docs if d["kind"] == "ConfigMap"}
+    settings = _settings_from(_container_env(container, config_maps, secrets), RetentionSettings, monkeypatch)
+    runtime = secrets["productgraph-runtime"]
+    assert (
+        settings.postgres_dsn == runtime["PG_POSTGRES_DSN"] and settings.clickhouse_url == runtime["PG_CLICKHOUSE_URL"]
+    )
+    # Deletes go to the tables migrate created: the same ClickHouse cluster setting (production: cluster mode).
+    (migrate_container,) = _containers(_one(docs, "Job", "productgraph-migrate"))
+    migrate_env = _container_env(migrate_container, config_maps, secrets)
+    assert settings.clickhouse_cluster == _settings_from(migrate_env, MigrateSettings, monkeypatch).clickhouse_cluster
+
+
+def test_production_ingress_routes_the_public_apis_and_keeps_subscriptions_open(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    docs = render(RENDERS["production"])
+    ingresses = [d for d in docs if d["kind"] == "Ingress"]
+    routes: dict[tuple[str, str], Doc] = {}
+    for ingress in ingresses:
+        assert ingress["spec"]["ingressClassName"] == "nginx", "the annotations below are ingress-nginx's"
+        backends = set()
+        for rule in ingress["spec"]["rules"]:
+            for path in rule["http"]["paths"]:
+                service = path["backend"]["service"]
+                ports = {p["name"] for p in _one(docs, "Service", service["name"])["spec"]["ports"]}
+                assert service["port"]["name"] in ports
+                routes[(rule["host"], path["path"])] = ingress
+                backends.add(service["name"])
+        # ingress-nginx annotations hold for the whole object: one backend each, so timeouts do not leak.
+        assert len(backends) == 1, f"{ingress['metadata']['name']} routes to {backends}"
+    assert {path for _, path in routes} == {"/v1", "/graphql"}, "only the public APIs are routed"
+    (api,) = {id(i): i for (_, path), i in routes.items() if path == "/graphql"}.values()
+    annotations = api["metadata"]["annotations"]
+    for timeout in ("proxy-read-timeout", "proxy-send-timeout"):
+        # The default (60 s) would cut a quiet GraphQL subscription (WebSocket) after a minute.
+        assert int(annotations[f"nginx.ingress.kubernetes.io/{timeout}"]) >= 3600
+    (ingest,) = {id(i): i for (_, path), i in routes.items() if path == "/v1"}.values()
+    body = (ingest["metadata"].get("annotations") or {}).get("nginx.ingress.kubernetes.io/proxy-body-size", "1m")
+    units = {"k": 1024, "m": 1024**2, "g": 1024**3}
+    limit = int(body[:-1]) * units[body[-1].lower()] if body[-1].isalpha() else int(body)
+    config = _one(docs, "ConfigMap", "productgraph-config")["data"]
+    gateway = _settings_from(config, GatewaySettings, monkeypatch)
+    assert limit >= gateway.max_body_bytes, "nginx must not refuse a body the gateway accepts (413 is the gateway's)"
+    assert "nginx.ingress.kubernetes.io/proxy-read-timeout" not in (ingest["metadata"].get("annotations") or {})
 
 
 def test_migrations_job_and_namespaces(rendered: tuple[str, list[Doc]]) -> None:
