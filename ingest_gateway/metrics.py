@@ -3,13 +3,17 @@
 from prometheus_client import Counter, Gauge, Histogram
 
 __all__ = [
+    "ACCEPTED",
     "ADMISSION_FAILURES",
     "BATCH_SIZE",
+    "DUPLICATE",
     "EVENTS",
     "IN_FLIGHT",
     "PRODUCE_SECONDS",
+    "REJECTED",
     "REQUESTS",
     "UNKNOWN_FIELDS",
+    "request_answered",
 ]
 
 REQUESTS = Counter("productgraph_gateway_requests_total", "ingest requests by HTTP status", ["status"])
@@ -30,3 +34,16 @@ ADMISSION_FAILURES = Counter(
     "productgraph_gateway_admission_unavailable_total",
     "requests admitted without rate limit and dedup because Redis did not answer",
 )
+
+# Labelled children looked up once: ``labels()`` hashes and locks on every call.
+ACCEPTED = EVENTS.labels(outcome="accepted")
+REJECTED = EVENTS.labels(outcome="rejected")
+DUPLICATE = EVENTS.labels(outcome="duplicate")
+_BY_STATUS: dict[int, Counter] = {}
+
+
+def request_answered(status: int) -> None:
+    child = _BY_STATUS.get(status)
+    if child is None:
+        child = _BY_STATUS[status] = REQUESTS.labels(status=str(status))
+    child.inc()

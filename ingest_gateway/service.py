@@ -11,7 +11,8 @@ Order; each step may end the request, and nothing is accepted unless the last on
 5. the project's CORS allow-list, for browser requests (with ``Origin``) → else 401
 6. body read within ``max_body_bytes`` while decompressing → 413 / 415 / 400
 7. JSON object with an ``events`` list of at most 1000 → else 400
-8. per-event validation (:mod:`schemas.ingest`); repeated ids within the batch count as duplicates
+8. per-event validation (:mod:`schemas.ingest`) and encoding into Kafka records, in one synchronous
+   pass (:mod:`ingest_gateway.batch`); repeated ids within the batch count as duplicates
 9. admission (:mod:`ingest_gateway.admission`, one Redis round trip): rate limit → 429 + Retry-After;
    dedup claims (SEEN ids are duplicates, not republished)
 10. publish and wait for acks=all (:mod:`ingest_gateway.publisher`) → 503 + Retry-After; the claims stay
@@ -35,6 +36,7 @@ import orjson
 
 from ingest_gateway import metrics
 from ingest_gateway.admission import AdmissionStore, AdmissionUnavailable, Verdict
+from ingest_gateway.batch import EncodedBatch, KafkaRecord, encode_batch
 from ingest_gateway.body import BodyTooLarge, UnsupportedEncoding, read_body
 from ingest_gateway.cors import cors_headers
 from ingest_gateway.keys import KeyCache
@@ -42,15 +44,7 @@ from ingest_gateway.policy import ProjectPolicy
 from ingest_gateway.publisher import PublishFailed
 from ingest_gateway.settings import GatewaySettings
 from productgraph.db import KeyInfo
-from schemas.ingest import (
-    MAX_EVENT_BYTES,
-    BatchError,
-    IngestContext,
-    request_skew_ms,
-    validate_batch_shape,
-    validate_events,
-)
-from schemas.records import EventRecord
+from schemas.ingest import BatchError
 
 __all__ = ["IngestService", "Publisher", "Reply", "ResolvedKey"]
 
@@ -60,7 +54,7 @@ _JSON_TYPES = frozenset({"application/json", "text/plain", ""})
 
 
 class Publisher(Protocol):
-    async def publish(self, records: Sequence[EventRecord]) -> None: ...
+    async def publish(self, records: Sequence[KafkaRecord]) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,7 +133,7 @@ class IngestService:
             log.warning("%s: %s", what, exc)
 
     def _reply(self, status: int, body: dict[str, Any], retry_after: float | None = None) -> Reply:
-        metrics.REQUESTS.labels(status=str(status)).inc()
+        metrics.request_answered(status)
         headers = {} if retry_after is None else {"Retry-After": str(max(1, int(retry_after + 0.999)))}
         return Reply(status, body, headers)
 
@@ -180,41 +174,35 @@ class IngestService:
             return self._reply(400, {"error": str(exc)})
         if self._body_bytes + len(body) > s.max_in_flight_body_bytes and self._body_bytes:
             return self._reply(503, {"error": "gateway overloaded, retry later", "accepted": 0}, retry_after=1)
-        self._body_bytes += len(body)
+        size = len(body)
+        self._body_bytes += size
         try:
-            return await self._process(body, received_ms, resolved)
+            batch = self._encode(body, received_ms, resolved.info)
+            del body  # the request now waits for Redis and Kafka holding only its records
+            if isinstance(batch, Reply):
+                return batch
+            metrics.BATCH_SIZE.observe(batch.events)
+            return await self._admit_and_publish(resolved.info.project_id, resolved.policy, batch)
         finally:
-            self._body_bytes -= len(body)
+            self._body_bytes -= size
 
-    async def _process(self, body: bytes, received_ms: int, resolved: ResolvedKey) -> Reply:
-        s, info, policy = self._s, resolved.info, resolved.policy
+    def _encode(self, body: bytes, received_ms: int, info: KeyInfo) -> EncodedBatch | Reply:
         try:
-            payload = orjson.loads(body)
-            events = validate_batch_shape(payload)
+            return encode_batch(
+                body,
+                org_id=info.org_id,
+                project_id=info.project_id,
+                project_slug=info.project_slug,
+                received_ms=received_ms,
+                fill_missing_timestamp=self._s.fill_missing_timestamp,
+            )
         except orjson.JSONDecodeError:
             return self._reply(400, {"error": "body: invalid JSON"})
         except BatchError as exc:
             return self._reply(400, {"error": str(exc)})
 
-        skew = request_skew_ms(payload.get("sent_at"), received_ms)
-        ctx = IngestContext(
-            info.org_id,
-            info.project_id,
-            info.project_slug,
-            received_ms,
-            skew or 0,
-            s.fill_missing_timestamp,
-            check_event_size=len(body) > MAX_EVENT_BYTES,
-        )
-        records, errors = validate_events(events, ctx)
-        metrics.BATCH_SIZE.observe(len(events))
-        unique, duplicates = _unique(records)
-        return await self._admit_and_publish(info.project_id, policy, unique, duplicates, errors)
-
-    async def _admit_and_publish(
-        self, project_id: str, policy: ProjectPolicy, records: list[EventRecord], duplicates: int, errors: list[Any]
-    ) -> Reply:
-        ids = [r.event_id for r in records]
+    async def _admit_and_publish(self, project_id: str, policy: ProjectPolicy, batch: EncodedBatch) -> Reply:
+        records, duplicates, errors = batch.records, batch.duplicates, batch.errors
         token = self._token_prefix + str(next(self._tokens))
         verdicts: Sequence[int] = ()
         admitted = False
@@ -225,7 +213,7 @@ class IngestService:
                     rate_per_s=policy.rate_per_s,
                     burst=policy.burst,
                     cost=len(records),
-                    event_ids=ids if policy.dedup_window_s else (),
+                    event_ids=batch.ids if policy.dedup_window_s else (),
                     token=token,
                     window_s=policy.dedup_window_s,
                     now_ms=int(self._clock() * 1000),
@@ -238,8 +226,11 @@ class IngestService:
                     body = {"error": "project over its rate limit, retry later", "accepted": 0}
                     return self._reply(429, body, admission.retry_after_s)
                 admitted, verdicts = True, admission.verdicts
-        if admitted and policy.dedup_window_s:
-            publish = [r for r, v in zip(records, verdicts, strict=True) if v != Verdict.SEEN]
+        unknown = batch.unknown_fields
+        if admitted and policy.dedup_window_s and Verdict.SEEN in verdicts:
+            fresh = [v != Verdict.SEEN for v in verdicts]
+            publish = list(itertools.compress(records, fresh))
+            unknown = list(itertools.compress(unknown, fresh))
             duplicates += len(records) - len(publish)
         else:
             publish = records
@@ -255,11 +246,13 @@ class IngestService:
             metrics.PRODUCE_SECONDS.observe(time.perf_counter() - started)
         if admitted and policy.dedup_window_s and publish:
             self._spawn(self._admission.confirm(project_id, token, policy.dedup_window_s))
-        metrics.EVENTS.labels(outcome="accepted").inc(len(publish))
-        metrics.EVENTS.labels(outcome="rejected").inc(len(errors))
-        metrics.EVENTS.labels(outcome="duplicate").inc(duplicates)
-        if unknown := sum(len(r.extra) for r in publish):
-            metrics.UNKNOWN_FIELDS.inc(unknown)
+        metrics.ACCEPTED.inc(len(publish))
+        if errors:
+            metrics.REJECTED.inc(len(errors))
+        if duplicates:
+            metrics.DUPLICATE.inc(duplicates)
+        if unknown_fields := sum(unknown):
+            metrics.UNKNOWN_FIELDS.inc(unknown_fields)
         return self._reply(
             202,
             {
@@ -280,14 +273,3 @@ class IngestService:
         task = asyncio.get_running_loop().create_task(run())
         self._background.add(task)
         task.add_done_callback(self._background.discard)
-
-
-def _unique(records: list[EventRecord]) -> tuple[list[EventRecord], int]:
-    """The first record of each event id; later repeats within one batch are duplicates."""
-    seen: set[str] = set()
-    out: list[EventRecord] = []
-    for r in records:
-        if r.event_id not in seen:
-            seen.add(r.event_id)
-            out.append(r)
-    return out, len(records) - len(out)

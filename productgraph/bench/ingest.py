@@ -1,13 +1,15 @@
 """``productgraph bench ingest``: drive a running gateway over real HTTP and compare with direct aiokafka.
 
 Lifecycle: read the stack (``.productgraph/stack.json`` of ``productgraph up``, or explicit options) →
-create a bench tenant with no rate limit and a short dedup window (when a Postgres DSN is known) → for
-each batch size, start ``--processes`` load processes (multiprocessing, aiohttp, ``--concurrency``
-requests in flight each) that POST realistic events (18 event types, 40+ distinct fields, unique ids)
-for ``--duration`` seconds, while the parent prints progress and samples the gateway process's CPU time
-and RSS from ``/proc`` → a paced phase at ``--paced-rate`` events/s (latency at a given load) → the same
-events produced straight to Kafka with aiokafka ``send()`` (acks=all) from the same number of processes,
-the ceiling → figures printed and written as JSON (``--report``).
+create a bench tenant with no rate limit and a short dedup window (when a Postgres DSN is known) → a
+paced phase at ``--paced-rate`` events/s in batches of 100 (latency and RSS at a given load; first, so
+that its RSS is not what larger batches left behind) → for each batch size, ``--processes`` load
+processes (multiprocessing, aiohttp, ``--concurrency`` requests in flight each) POST realistic events
+(18 event types, 40+ distinct fields, unique ids) for ``--duration`` seconds, while the parent prints
+progress and samples the gateway process's CPU time and RSS from ``/proc`` → the same events produced
+straight to Kafka with aiokafka ``send()`` (acks=all) from the same number of processes, the ceiling →
+figures printed and written as JSON (``--report``), with issue 3's acceptance verdicts (:func:`acceptance`:
+batch 100 at 50,000 events/s and half the ceiling, p99 under 50 ms when paced, RSS under 200 MB).
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ import orjson
 
 from schemas.fields import FIELDS, Kind
 
-__all__ = ["bench_events", "ingest"]
+__all__ = ["acceptance", "bench_events", "ingest"]
 
 _TYPES = (
     "page.view",
@@ -383,13 +385,14 @@ def _bench_tenant(dsn: str) -> tuple[str, str]:
     show_default=True,
     help="events/s of the paced phase (batches of 100); 0 skips it",
 )
+@click.option("--ceiling/--no-ceiling", default=True, show_default=True, help="measure the direct-aiokafka ceiling")
 @click.option("--pin-gateway", type=int, help="pin the gateway process to this CPU (sched_setaffinity)")
 @click.option("--report", "report_path", default="reports/bench-ingest.json", show_default=True)
 def ingest(
     stack_path: str, gateway_url: str | None, api_key: str | None, project: str | None,
     kafka_bootstrap: str | None, postgres_dsn: str | None, gateway_pid: int | None, batch_sizes: str,
-    duration: float, processes: int, concurrency: int, paced_rate: float, pin_gateway: int | None,
-    report_path: str,
+    duration: float, processes: int, concurrency: int, paced_rate: float, ceiling: bool,
+    pin_gateway: int | None, report_path: str,
 ) -> None:  # fmt: skip
     """Gateway throughput and latency per batch size, gateway CPU and RSS, and the direct-Kafka ceiling."""
     stack: dict[str, Any] = {}
@@ -429,6 +432,14 @@ def ingest(
     click.echo(f"events: {fields_used} distinct keys, {statistics.mean(sizes):.0f} B mean; gateway {gateway_url}")
     url = gateway_url.rstrip("/") + "/v1/events"
     run = uuid.uuid4().hex[:8]
+    paced = None
+    if paced_rate > 0:  # first: its RSS is the gateway's at that load, not what larger batches left behind
+        click.echo(f"paced {paced_rate:,.0f} events/s, batches of 100:")
+        paced = _run_phase(
+            "paced", _load_process,
+            lambda i: (url, api_key, templates, 100, duration, 4, paced_rate / processes, f"{run}-paced-p{i}"),
+            processes, duration, gateway_pid, click.echo,
+        )  # fmt: skip
     phases = []
     for n in [int(x) for x in batch_sizes.split(",") if x.strip()]:
         click.echo(f"batch {n}:")
@@ -439,16 +450,8 @@ def ingest(
         phase = _run_phase(f"batch-{n}", _load_process, load_args, processes, duration, gateway_pid, click.echo)
         phase["batch_size"] = n
         phases.append(phase)
-    paced = None
-    if paced_rate > 0:
-        click.echo(f"paced {paced_rate:,.0f} events/s, batches of 100:")
-        paced = _run_phase(
-            "paced", _load_process,
-            lambda i: (url, api_key, templates, 100, duration, 4, paced_rate / processes, f"{run}-paced-p{i}"),
-            processes, duration, gateway_pid, click.echo,
-        )  # fmt: skip
-    ceiling = None
-    if kafka_bootstrap:
+    ceiling_phase = None
+    if kafka_bootstrap and ceiling:
         from schemas.ingest import IngestContext, validate_event
         from schemas.records import EventRecord
 
@@ -457,7 +460,7 @@ def ingest(
         records = [r.encode() for r in recs if isinstance(r, EventRecord)]
         topic = _ceiling_topic(kafka_bootstrap)
         click.echo(f"direct aiokafka ceiling (topic {topic}, batches of 100):")
-        ceiling = _run_phase(
+        ceiling_phase = _run_phase(
             "aiokafka", _ceiling_process,
             lambda i: (kafka_bootstrap, topic, records, 100, duration, concurrency),
             processes, duration, None, click.echo,
@@ -474,8 +477,9 @@ def ingest(
         "event_bytes_mean": round(statistics.mean(sizes)),
         "phases": phases,
         "paced": paced,
-        "aiokafka_ceiling": ceiling,
+        "aiokafka_ceiling": ceiling_phase,
     }
+    report["acceptance"] = acceptance(report)
     _print_summary(report, click.echo)
     Path(report_path).parent.mkdir(parents=True, exist_ok=True)
     Path(report_path).write_text(json.dumps(report, indent=2) + "\n")
@@ -488,6 +492,41 @@ def _ceiling_topic(bootstrap: str) -> str:
     topic = "productgraph.bench-ceiling"
     asyncio.run(ensure_topics(bootstrap, {topic: 6}))
     return topic
+
+
+# Issue 3's acceptance figures: one gateway process on one core, batches of 100.
+TARGET_EVENTS_PER_S = 50_000
+TARGET_CEILING_SHARE = 0.5
+TARGET_PACED_P99_MS = 50.0
+TARGET_RSS_MB = 200.0
+
+
+def acceptance(report: dict[str, Any]) -> dict[str, Any]:
+    """The acceptance figures of a report and whether each is met (None: not measured in this run)."""
+    b100 = next((p for p in report["phases"] if p.get("batch_size") == 100), None)
+    paced, ceiling = report.get("paced"), report.get("aiokafka_ceiling")
+    rss = [p["gateway_rss_peak_mb"] for p in (b100, paced) if p and "gateway_rss_peak_mb" in p]
+    events = b100["events_per_s"] if b100 else None
+    measured = ceiling["events_per_s"] if ceiling and ceiling["events_per_s"] else None  # 0: Kafka failed
+    share = round(events / measured, 2) if events is not None and measured else None
+    p99 = paced["p99_ms"] if paced else None
+    peak = max(rss) if rss else None
+
+    def check(value: float | None, ok: bool) -> bool | None:
+        return None if value is None else ok
+
+    return {
+        "batch_100_events_per_s": events,
+        "batch_100_events_per_s_ok": check(events, (events or 0) >= TARGET_EVENTS_PER_S),
+        "ceiling_events_per_s": measured,
+        "share_of_ceiling": share,
+        "share_of_ceiling_ok": check(share, (share or 0) >= TARGET_CEILING_SHARE),
+        "paced_events_per_s": paced["events_per_s"] if paced else None,
+        "paced_p99_ms": p99,
+        "paced_p99_ok": check(p99, p99 is not None and p99 < TARGET_PACED_P99_MS),
+        "gateway_rss_peak_mb": peak,
+        "gateway_rss_ok": check(peak, peak is not None and peak < TARGET_RSS_MB),
+    }
 
 
 def _print_summary(report: dict[str, Any], say: Callable[[str], None]) -> None:
@@ -505,3 +544,16 @@ def _print_summary(report: dict[str, Any], say: Callable[[str], None]) -> None:
     bad = {p["name"]: p["statuses"] for p in report["phases"] if set(p["statuses"]) - {"202"}}
     if bad:
         say(f"non-202 answers: {bad}")
+    a = report.get("acceptance") or {}
+    mark = {True: "ok", False: "MISSED", None: "not measured"}
+    say("")
+    say(
+        f"batch 100: {a.get('batch_100_events_per_s')} events/s (>= {TARGET_EVENTS_PER_S:,}: "
+        f"{mark[a.get('batch_100_events_per_s_ok')]}); {a.get('share_of_ceiling')} of the aiokafka ceiling "
+        f"{a.get('ceiling_events_per_s')} (>= {TARGET_CEILING_SHARE}: {mark[a.get('share_of_ceiling_ok')]})"
+    )
+    say(
+        f"paced {a.get('paced_events_per_s')} events/s: p99 {a.get('paced_p99_ms')} ms "
+        f"(< {TARGET_PACED_P99_MS:g}: {mark[a.get('paced_p99_ok')]}); gateway RSS peak "
+        f"{a.get('gateway_rss_peak_mb')} MB (< {TARGET_RSS_MB:g}: {mark[a.get('gateway_rss_ok')]})"
+    )

@@ -26,6 +26,8 @@ SLUG = "shop"
 
 
 class FakeKafka:
+    """Kafka as a list: keeps each published record decoded, as the processors would read it."""
+
     def __init__(self) -> None:
         self.records: list[EventRecord] = []
         self.fail = False
@@ -41,11 +43,13 @@ class FakeKafka:
     async def ping(self) -> bool:
         return self.started and not self.fail
 
-    async def publish(self, records: Sequence[EventRecord]) -> None:
+    async def publish(self, records: Sequence[tuple[bytes, bytes]]) -> None:
         if self.fail:
             raise PublishFailed("kafka is down (fake)")
         await asyncio.sleep(self.delay)
-        self.records.extend(records)
+        decoded = [EventRecord.decode(value) for _, value in records]
+        assert [key for key, _ in records] == [r.key for r in decoded], "key is project_id:session.id"
+        self.records.extend(decoded)
 
 
 @dataclass
