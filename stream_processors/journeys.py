@@ -100,11 +100,46 @@ class JourneyProgress:
         return self.step_times[-1] - self.step_times[0]
 
 
+_Candidates = tuple[tuple[str, Matcher], ...]  # (journey token, matcher) of steps
+
+
+def _step_index(journeys: Iterable[JourneySpec]) -> tuple[dict[str, _Candidates], _Candidates]:
+    """The steps by the event type their matcher names, and those that name none (tried on every event)."""
+    by_type: dict[str, list[tuple[str, Matcher]]] = {}
+    any_type: list[tuple[str, Matcher]] = []
+    for j in journeys:
+        for s in j.steps:
+            step = (journey_token(j.id, s.position), s.matcher)
+            if s.matcher.event_type is None:
+                any_type.append(step)
+            else:
+                by_type.setdefault(s.matcher.event_type, []).append(step)
+    return {t: tuple(steps) for t, steps in by_type.items()}, tuple(any_type)
+
+
+# Indexes of the journey tuples in use (a project's cached configuration), by identity: the tuple is kept
+# beside its index, so an id is never reused while its entry exists.
+_indexes: dict[int, tuple[tuple[JourneySpec, ...], tuple[dict[str, _Candidates], _Candidates]]] = {}
+
+
 def match_tokens(journeys: Iterable[JourneySpec], record: EventRecord) -> tuple[str, ...]:
-    """Every (journey, step) the event matches, as sorted :func:`~schemas.sessions.journey_token` values."""
-    return tuple(
-        sorted(journey_token(j.id, s.position) for j in journeys for s in j.steps if matches(s.matcher, record))
-    )
+    """Every (journey, step) the event matches, as sorted :func:`~schemas.sessions.journey_token` values.
+    Only steps whose matcher names the event's type (or none) are tried: a matcher with another type
+    never matches."""
+    if isinstance(journeys, tuple):
+        cached = _indexes.get(id(journeys))
+        if cached is None or cached[0] is not journeys:
+            if len(_indexes) >= 1024:
+                _indexes.clear()
+            cached = _indexes[id(journeys)] = (journeys, _step_index(journeys))
+        by_type, any_type = cached[1]
+    else:
+        by_type, any_type = _step_index(journeys)
+    hits = [token for token, m in by_type.get(record.event_type, ()) if matches(m, record)]
+    hits += [token for token, m in any_type if matches(m, record)]
+    if len(hits) > 1:
+        hits.sort()
+    return tuple(hits)
 
 
 def journey_progress(

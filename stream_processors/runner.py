@@ -5,18 +5,24 @@ Lifecycle (one asyncio task per process; :mod:`stream_processors.ops` serves /me
 - ``getmany`` fetches records; each is decoded with ``schemas`` and added to every sink with its origin
   (partition, offset).  A record that cannot be decoded or that a sink refuses goes to the dead-letter
   topic (acknowledged by Kafka) with the error and origin in headers, and counts as processed.
-- When the batch holds ``batch_max_records`` or its first record is ``batch_max_age_s`` old, every sink
-  flushes, in order; only then are the offsets (last + 1 per partition) committed.  Nothing is committed
-  that is not durable, so a SIGKILL at any moment means redelivery, never loss; sinks are idempotent.
-- Adding and flushing hold one lock: the revocation callback (run by aiokafka's coordinator task, between
-  two ``getmany`` calls of this loop) flushes and commits exactly what was added, never half a fetch.
-  Records of a partition revoked meanwhile are skipped: the new owner reads them from the commit.
+- When the batch holds ``batch_max_records`` or its first record is ``batch_max_age_s`` old, it is sealed
+  (every sink's ``seal``) and written in the background: every sink flushes it, in order; only then are its
+  offsets (last + 1 per partition) committed.  Meanwhile the loop fetches and adds the next batch, so the
+  CPU work of one batch overlaps the ClickHouse/Redis writes of the previous one.  One batch at most is in
+  flight: sealing the next one first waits for it (flushed and committed), so batches are written and
+  committed in order, and memory holds two batches at most.  Nothing is committed that is not durable, so
+  a SIGKILL at any moment means redelivery, never loss; sinks are idempotent.
+- Adding and sealing hold one lock: the revocation callback (run by aiokafka's coordinator task, between
+  two ``getmany`` calls of this loop) waits for the batch in flight, then flushes and commits exactly what
+  was added, never half a fetch.  Records of a partition revoked meanwhile are skipped: the new owner reads
+  them from the commit.
 - A failing flush or commit pauses every assigned partition (no fetching, so memory stays bounded) and
   retries with exponential backoff until it succeeds, then resumes; the caller of ``flush`` is blocked
   meanwhile (backpressure), nothing is dropped.  aiokafka's heartbeat task keeps the group membership
   alive; an outage longer than ``max_poll_interval_ms`` (10 min) makes the member leave the group, and
   the next owner replays what was not committed.
-- On partition revocation and on SIGTERM/SIGINT the batch is flushed and committed before letting go.
+- On partition revocation and on SIGTERM/SIGINT the batch in flight and the open batch are flushed and
+  committed before letting go.
 
 Consumer lag (``productgraph_processor_consumer_lag``) is ``max(fetch high watermark, last fetched + 1) -
 committed`` per partition.  It never asks for the "latest offset" (ListOffsets), which the local Tansu
@@ -100,6 +106,7 @@ class BatchRunner:
         self._committed: dict[TopicPartition, int | None] = {}
         self._batch_started: float | None = None
         self._batch_records = 0
+        self._inflight: asyncio.Task[None] | None = None  # flush + commit of the sealed batch
         self._lock = asyncio.Lock()
         self._stopping = asyncio.Event()
         self._records = metrics.RECORDS.labels(kind=kind)
@@ -150,9 +157,11 @@ class BatchRunner:
                         self._records.inc(len(messages))
                     self._report_lag()
                 if self._due():
-                    await self.flush_and_commit(reason="batch")
+                    await self.start_flush(reason="batch")
             await self.flush_and_commit(reason="shutdown")
         finally:
+            if self._inflight is not None and not self._inflight.done():
+                self._inflight.cancel()  # only when run() itself is cancelled: nothing of it is committed
             self.running = False
             self.finished = True
             with contextlib.suppress(Exception):
@@ -200,29 +209,53 @@ class BatchRunner:
         assert self._dlq is not None
         await self._dlq.send_and_wait(DEAD_LETTERS.name, value=msg.value, key=msg.key, headers=headers)
 
+    async def start_flush(self, reason: str) -> None:
+        """Seal the open batch and write it in the background (after the batch in flight, if any)."""
+        async with self._lock:
+            await self._wait_inflight()
+            if self._offsets:
+                offsets, records = self._seal()
+                self._inflight = asyncio.create_task(self._write(offsets, records, reason, None))
+
     async def flush_and_commit(self, reason: str, owned: set[TopicPartition] | None = None) -> None:
         """Make every sink durable, then commit the offsets of the partitions still ``owned`` (default:
-        the current assignment).  Serialised with adding by the lock."""
+        the current assignment): the batch in flight first, then what was added since.  Serialised with
+        adding by the lock."""
         async with self._lock:
-            if not self._offsets:
-                return
-            started = time.perf_counter()
-            for sink in self._sinks:
-                await self._retry(sink.flush, sink.name)
-            consumer = self._consumer
-            assert consumer is not None
-            mine = owned if owned is not None else consumer.assignment()
-            offsets = {tp: o for tp, o in self._offsets.items() if tp in mine}
-            self._offsets = {}
-            if offsets:
-                await self._retry(lambda: self._commit(consumer, offsets), "kafka commit")
-            metrics.BATCH_SECONDS.labels(kind=self.kind).observe(time.perf_counter() - started)
-            metrics.BATCH_RECORDS.labels(kind=self.kind).observe(self._batch_records)
-            self.commits = [*self.commits[-99:], reason]
-            log.debug("%s: committed %d records (%s)", self.kind, self._batch_records, reason)
-            self._batch_records = 0
-            self._batch_started = None
-            self._report_lag()
+            await self._wait_inflight()
+            if self._offsets:
+                offsets, records = self._seal()
+                await self._write(offsets, records, reason, owned)
+
+    def _seal(self) -> tuple[dict[TopicPartition, int], int]:
+        for sink in self._sinks:
+            sink.seal()
+        sealed = self._offsets, self._batch_records
+        self._offsets, self._batch_records, self._batch_started = {}, 0, None
+        return sealed
+
+    async def _wait_inflight(self) -> None:
+        if self._inflight is not None:
+            await self._inflight  # retries until durable; raises only when cancelled
+            self._inflight = None
+
+    async def _write(
+        self, offsets: dict[TopicPartition, int], records: int, reason: str, owned: set[TopicPartition] | None
+    ) -> None:
+        started = time.perf_counter()
+        for sink in self._sinks:
+            await self._retry(sink.flush, sink.name)
+        consumer = self._consumer
+        assert consumer is not None
+        mine = owned if owned is not None else consumer.assignment()
+        offsets = {tp: o for tp, o in offsets.items() if tp in mine}
+        if offsets:
+            await self._retry(lambda: self._commit(consumer, offsets), "kafka commit")
+        metrics.BATCH_SECONDS.labels(kind=self.kind).observe(time.perf_counter() - started)
+        metrics.BATCH_RECORDS.labels(kind=self.kind).observe(records)
+        self.commits = [*self.commits[-99:], reason]
+        log.debug("%s: committed %d records (%s)", self.kind, records, reason)
+        self._report_lag()
 
     async def _commit(self, consumer: AIOKafkaConsumer, offsets: dict[TopicPartition, int]) -> None:
         try:

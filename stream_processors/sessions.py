@@ -5,6 +5,8 @@
 with the journey steps it matches (:func:`stream_processors.journeys.match_tokens`) under the project's
 cached configuration (:mod:`stream_processors.project_config`); a record of a project whose configuration
 is not cached yet is kept until ``flush`` loaded it (at most one batch of records).
+``seal`` closes the batch that the next ``flush`` writes (``flush`` seals itself when nothing is sealed): the
+runner seals a batch and flushes it while it adds the next records, which wait for the flush after it.
 ``flush`` runs these steps, each retried on its own when it fails (the runner calls ``flush`` again):
 
 1. *prepare*: refresh the configuration of the batch's projects (session timeout, journeys; raises while
@@ -30,7 +32,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from schemas.records import EventRecord
@@ -66,6 +68,16 @@ class ProjectConfigs(Protocol):
 
 
 @dataclass
+class _Batch:
+    """Records added between two seals, per session in arrival order."""
+
+    arrivals: dict[SessionKey, list[LiveEvent]] = field(default_factory=dict)
+    unmatched: list[tuple[SessionKey, int, EventRecord]] = field(default_factory=list)  # no config at add()
+    identities: dict[str, str] = field(default_factory=dict)  # event id -> active-users member, not its user.id
+    count: int = 0
+
+
+@dataclass
 class _Plan:
     rows: list[list[Any]]
     token: str
@@ -97,36 +109,48 @@ class SessionSink:
         self._ttl_s = ttl_s
         self._kind = kind
         self._config = config
-        self._arrivals: dict[SessionKey, list[LiveEvent]] = {}
-        self._unmatched: list[tuple[SessionKey, int, EventRecord]] = []  # configuration not cached at add()
-        self._identities: dict[str, str] = {}  # event id -> active-users member, when not its user.id
-        self._count = 0
+        self._open = _Batch()  # what add() fills
+        self._sealed: _Batch | None = None  # what flush() writes
         self._plan: _Plan | None = None
 
     def add(self, record: EventRecord, origin: Origin = NO_ORIGIN) -> None:
         check_record(record)
+        batch = self._open
         key = SessionKey(record.org_id, record.project_id, record.session_id)
-        arrivals = self._arrivals.setdefault(key, [])
+        arrivals = batch.arrivals.get(key)
+        if arrivals is None:
+            arrivals = batch.arrivals[key] = []
         config = self._config.get(record.project_id) if self._config is not None else None
         if self._config is not None and config is None:
-            self._unmatched.append((key, len(arrivals), record))
+            batch.unmatched.append((key, len(arrivals), record))
             event = live_event(record, origin.offset)
         else:
             tokens = match_tokens(config.journeys, record) if config is not None and config.journeys else ()
             event = live_event(record, origin.offset, tokens)
         if not event.user_id and record.fields.get("user.anonymous_id"):
-            self._identities[record.event_id] = user_identity(record)
+            batch.identities[record.event_id] = user_identity(record)
         arrivals.append(event)
-        self._count += 1
+        batch.count += 1
 
     def pending(self) -> int:
-        return self._count
+        return self._open.count + (self._sealed.count if self._sealed is not None else 0)
+
+    def seal(self) -> None:
+        """The next ``flush`` writes the records added so far; later ones wait for the flush after it."""
+        if self._sealed is not None:
+            raise RuntimeError("sessions: the sealed batch was not flushed yet")
+        self._sealed, self._open = self._open, _Batch()
 
     async def flush(self) -> None:
+        if self._sealed is None:
+            self.seal()
+        sealed = self._sealed
+        assert sealed is not None
         if self._plan is None:
-            if not self._arrivals:
+            if not sealed.arrivals:
+                self._sealed = None
                 return
-            self._plan = await self._prepare()
+            self._plan = await self._prepare(sealed)
         plan = self._plan
         if plan.rows and not plan.rows_stored:
             await self._writer.insert("sessions", plan.rows, SESSION_COLUMNS, plan.token)
@@ -139,31 +163,29 @@ class SessionSink:
             plan.journey_rows_stored = True
         await self._store.save(plan.writes, plan.now_ms)
         self._plan = None
-        self._arrivals = {}
-        self._identities = {}
-        self._count = 0
+        self._sealed = None
 
     def _project_policy(self, project_id: str) -> SessionPolicy:
         base = self._policy(project_id)
         config = self._config.get(project_id) if self._config is not None else None
         return config.policy(base) if config is not None else base
 
-    async def _configure(self, keys: list[SessionKey]) -> None:
+    async def _configure(self, batch: _Batch) -> None:
         """Load the batch's project configurations; match the records kept because theirs was not cached."""
         if self._config is None:
             return
-        await self._config.prefetch({(k.org_id, k.project_id) for k in keys})
-        for key, i, record in self._unmatched:
+        await self._config.prefetch({(k.org_id, k.project_id) for k in batch.arrivals})
+        for key, i, record in batch.unmatched:
             config = self._config.get(key.project_id)
             if config is not None and config.journeys:
                 tokens = match_tokens(config.journeys, record)
                 if tokens:
-                    self._arrivals[key][i] = replace(self._arrivals[key][i], journeys=tokens)
-        self._unmatched = []
+                    batch.arrivals[key][i] = replace(batch.arrivals[key][i], journeys=tokens)
+        batch.unmatched = []
 
-    async def _prepare(self) -> _Plan:
-        keys = list(self._arrivals)
-        await self._configure(keys)
+    async def _prepare(self, batch: _Batch) -> _Plan:
+        keys = list(batch.arrivals)
+        await self._configure(batch)
         stored, clock_us = await self._store.load(keys)
         now_ms = clock_us // 1000
         unknown = [k for k in keys if stored[k].ledger is None]
@@ -180,13 +202,13 @@ class SessionSink:
             if ledger is None:
                 ledger = ledger_from_archive(archived.get(key, []), clock_us - self._ttl_s(policy) * 1_000_000)
             events = state.events if state.ledger is not None else {}
-            update = advance(ledger, events, self._arrivals[key], policy, version_floor=clock_us)
+            update = advance(ledger, events, batch.arrivals[key], policy, version_floor=clock_us)
             not_applied += update.not_applied
             if not update.changed:
                 continue
             version = update.ledger.version
             journeys = config.journeys if config is not None else ()
-            done = rollup(key, update, journeys, state.journey_entries, policy, now_ms, self._identities)
+            done = rollup(key, update, journeys, state.journey_entries, policy, now_ms, batch.identities)
             journey_rows += done.journey_rows
             for summary in update.summaries:
                 fields = done.session_journeys.get(summary.segment, ("", "", ""))

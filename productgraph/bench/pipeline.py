@@ -14,8 +14,9 @@ Lifecycle, one run:
    so everything is durable): records/s over that span (process start-up excluded) and records per CPU
    second of the process (the per-core figure).
 3. **Ceilings** measured in the same run on the same records: a bare aiokafka consumer reading the topic
-   from the start (no decode, no sink), and clickhouse-connect inserting the same ``events`` rows
-   (precomputed) into a scratch copy of the table in ``--batch-rows`` batches.
+   from the start (no decode, no sink), and clickhouse-connect inserting the same ``events`` rows into a
+   scratch copy of the table in ``--batch-rows`` batches, as the warehouse sends them (``JSONEachRow``
+   lines, precomputed: ClickHouse's side alone) and as Native from ``event_row`` values.
 4. **Freshness**: the stack's own processors (or, when the stack runs none, processes started here with
    the stack's settings) first catch up with the preload (its count through GraphQL), then events go
    through the gateway at ``--rate`` events/s for ``--duration`` s while the GraphQL ``events`` count is
@@ -277,27 +278,42 @@ async def _consume_ceiling(bootstrap: str, partitions: int, say: Say) -> dict[st
 
 
 def _insert_ceiling(clickhouse_url: str, records: list[EventRecord], batch_rows: int, say: Say) -> dict[str, Any]:
-    """clickhouse-connect inserts of the same ``events`` rows as the warehouse writes, explicit columns."""
+    """clickhouse-connect inserts of the same ``events`` rows as the warehouse writes, explicit columns: as
+    ``JSONEachRow`` lines (what the warehouse sends; lines precomputed, so this is ClickHouse's side) and as
+    Native from ``event_row`` values (clickhouse-connect's own encoding, included in the time)."""
     from productgraph.connections import clickhouse_client
-    from schemas.rows import EVENT_COLUMNS, event_row
+    from schemas.rows import EVENT_COLUMNS, EVENT_JSON_SETTINGS, event_json_row, event_row
 
+    lines = [event_json_row(r) for r in records]
     rows = [event_row(r) for r in records]
     ch = clickhouse_client(clickhouse_url)
+    out: dict[str, Any] = {"rows": len(records), "batch_rows": batch_rows}
     try:
         ch.command("CREATE TABLE events_insert_ceiling AS events")
-        t0 = time.monotonic()
-        for start in range(0, len(rows), batch_rows):
-            ch.insert("events_insert_ceiling", rows[start : start + batch_rows], column_names=list(EVENT_COLUMNS),
-                      settings={"insert_deduplicate": 0})  # fmt: skip
-        elapsed = time.monotonic() - t0
-        stored = int(ch.query("SELECT count() FROM events_insert_ceiling").result_rows[0][0])
+        for form in ("json", "native"):
+            ch.command("TRUNCATE TABLE events_insert_ceiling")
+            t0 = time.monotonic()
+            for start in range(0, len(rows), batch_rows):
+                if form == "json":
+                    body = b"\n".join(lines[start : start + batch_rows])
+                    ch.raw_insert("events_insert_ceiling", list(EVENT_COLUMNS), body, fmt="JSONEachRow",
+                                  settings={**EVENT_JSON_SETTINGS, "insert_deduplicate": 0})  # fmt: skip
+                else:
+                    ch.insert("events_insert_ceiling", rows[start : start + batch_rows],
+                              column_names=list(EVENT_COLUMNS), settings={"insert_deduplicate": 0})  # fmt: skip
+            elapsed = time.monotonic() - t0
+            stored = int(ch.query("SELECT count() FROM events_insert_ceiling").result_rows[0][0])
+            say(f"  clickhouse insert ({form}): {stored:,} rows in {elapsed:.2f}s")
+            out[form] = {
+                "rows": stored,
+                "seconds": round(elapsed, 2),
+                "rows_per_s": round(len(rows) / max(elapsed, 1e-9)),
+            }
     finally:
         with contextlib.suppress(Exception):
             ch.command("DROP TABLE IF EXISTS events_insert_ceiling")
         ch.close()
-    say(f"  clickhouse insert: {stored:,} rows in {elapsed:.2f}s")
-    return {"rows": stored, "seconds": round(elapsed, 2), "rows_per_s": round(len(rows) / max(elapsed, 1e-9)),
-            "batch_rows": batch_rows}  # fmt: skip
+    return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -590,7 +606,8 @@ def _print_summary(report: dict[str, Any], say: Say) -> None:
         *((f"processor {p['kind']}", p["records"], p["seconds"], p["records_per_s"], p["records_per_cpu_s"] or "-")
           for p in report["processors"]),
         ("ceiling: aiokafka consume", consume["records"], consume["seconds"], consume["records_per_s"], "-"),
-        ("ceiling: clickhouse insert", insert["rows"], insert["seconds"], insert["rows_per_s"], "-"),
+        *((f"ceiling: clickhouse {f}", insert[f]["rows"], insert[f]["seconds"], insert[f]["rows_per_s"], "-")
+          for f in ("json", "native")),
     ]  # fmt: skip
     for name, records, seconds, per_s, per_cpu in rows:
         cpu_text = f"{per_cpu:,}" if isinstance(per_cpu, int) else str(per_cpu)

@@ -4,9 +4,11 @@ the packed live event with and without journey tokens."""
 
 from __future__ import annotations
 
+import random
+
 import orjson
 
-from schemas.matchers import parse_matcher
+from schemas.matchers import matches, parse_matcher
 from schemas.records import EventRecord
 from schemas.sessions import LiveEvent, journey_token
 from stream_processors.journeys import (
@@ -154,6 +156,43 @@ def test_match_tokens_on_records() -> None:
         "j/3",
     )
     assert match_tokens([spec], rec("page.view", **{"page.path": "/home"})) == ()
+
+
+def test_indexed_matching_equals_trying_every_step() -> None:
+    """match_tokens tries only the steps of the event's type (and untyped ones), from an index cached per
+    journey tuple: on random records it must answer what matching every step of every journey answers."""
+    rng = random.Random(11)
+    types, paths = ["page.view", "ui.click", "custom", "error"], ["/", "/cart", "/checkout/pay", "/checkout"]
+    matchers = [
+        {"event_type": "page.view", "page_path": "/checkout/*", "page_path_mode": "glob"},
+        {"event_type": "page.view", "page_path": "/cart"},
+        {"page_path": "/checkout", "page_path_mode": "prefix"},
+        {"event_type": "ui.click", "component": "Pay"},
+        {"event_name": "buy"},
+        {"event_type": "custom"},
+        {"metadata": {"plan": "pro"}},
+    ]
+    journeys = tuple(
+        JourneySpec(
+            f"j{n}",
+            M,
+            tuple(JourneyStep(f"s{i}", i + 1, parse_matcher(rng.choice(matchers))) for i in range(rng.randint(1, 4))),
+        )
+        for n in range(5)
+    )
+    for i in range(500):
+        fields = {"page.path": rng.choice(paths), "ui.component.name": rng.choice(["Pay", "Nav"])}
+        if rng.random() < 0.3:
+            fields["event.name"] = "buy"
+        metadata = {"plan": rng.choice(["pro", "free"])}
+        r = EventRecord("o", "p", f"e{i}", "s", rng.choice(types), T0, T0, fields=dict(fields), metadata=metadata)
+        brute = tuple(
+            sorted(journey_token(j.id, s.position) for j in journeys for s in j.steps if matches(s.matcher, r))
+        )
+        assert match_tokens(journeys, r) == brute
+        assert match_tokens(list(journeys), r) == brute  # not a tuple: no cached index
+        first = journeys[:1]  # another tuple: its own index, not the cached one of ``journeys``
+        assert match_tokens(first, r) == tuple(t for t in brute if t.startswith("j0/"))
 
 
 def test_live_events_pack_journeys_and_old_packed_values_still_unpack() -> None:

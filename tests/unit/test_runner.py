@@ -1,6 +1,7 @@
 """The consumer loop's commit discipline with a fake consumer and fake sinks (no servers): offsets are
 committed only after every sink flushed, a failing sink pauses the partitions and nothing is committed
-until it recovers, and only owned partitions are committed.  Plus the lag formula."""
+until it recovers, only owned partitions are committed, and a batch written in the background commits
+only its own records, before the next batch is written.  Plus the lag formula."""
 
 from __future__ import annotations
 
@@ -49,21 +50,32 @@ class FakeSink:
     log: list[str]
     fail: int = 0  # the next flushes that raise
     added: list[str] = field(default_factory=list)
+    sealed: list[str] | None = None
     stored: list[str] = field(default_factory=list)
+    gate: asyncio.Event | None = None  # when set: a flush waits for it (a slow ClickHouse)
 
     def add(self, record: EventRecord, origin: Origin = NO_ORIGIN) -> None:
         self.added.append(record.event_id)
 
     def pending(self) -> int:
-        return len(self.added)
+        return len(self.added) + len(self.sealed or [])
+
+    def seal(self) -> None:
+        assert self.sealed is None, "sealed twice without a flush"
+        self.sealed, self.added = self.added, []
+        self.log.append(f"seal {self.name}")
 
     async def flush(self) -> None:
+        if self.sealed is None:
+            self.seal()
+        if self.gate is not None:
+            await self.gate.wait()
         if self.fail:
             self.fail -= 1
             raise ConnectionError(f"{self.name} down")
         self.log.append(f"flush {self.name}")
-        self.stored += self.added
-        self.added = []
+        self.stored += self.sealed or []
+        self.sealed = None
 
     async def ping(self) -> bool:
         return not self.fail
@@ -88,7 +100,7 @@ async def test_commit_comes_after_every_sink_flushed() -> None:
     for tp, off in [(TP0, 5), (TP0, 6), (TP1, 0)]:
         await runner._add(tp, _msg(tp, off))
     await runner.flush_and_commit("batch")
-    assert log == ["flush a", "flush b", "commit"]
+    assert log == ["seal a", "seal b", "flush a", "flush b", "commit"]
     assert consumer.commits == [{TP0: 7, TP1: 1}]
     await runner.flush_and_commit("batch")
     assert len(consumer.commits) == 1, "nothing new, no commit"
@@ -124,3 +136,42 @@ def test_consumer_lag() -> None:
     assert consumer_lag(21, 40, 30) == 10  # a high watermark behind what was fetched is not believed
     assert consumer_lag(50, None, None) == 50  # nothing committed: from offset 0
     assert consumer_lag(50, 50, 50) == 0
+
+
+async def test_a_batch_in_flight_commits_only_its_records_and_the_next_waits_for_it() -> None:
+    log: list[str] = []
+    gate = asyncio.Event()
+    a = FakeSink("a", log, gate=gate)
+    runner, consumer = _runner(a)
+    await runner._add(TP0, _msg(TP0, 0))
+    await runner._add(TP1, _msg(TP1, 0))
+    await runner.start_flush("batch")  # returns at once: the write runs in the background
+    for off in (1, 2):
+        await runner._add(TP0, _msg(TP0, off))  # added while the first batch is being written
+    await asyncio.sleep(0.01)
+    assert consumer.commits == [] and a.sealed == ["e0-0", "e1-0"] and a.added == ["e0-1", "e0-2"]
+    second = asyncio.create_task(runner.start_flush("batch"))  # must wait for the first batch
+    await asyncio.sleep(0.01)
+    assert not second.done() and a.added == ["e0-1", "e0-2"], "not sealed while the first batch is in flight"
+    gate.set()
+    await second
+    await runner.flush_and_commit("shutdown")  # waits for the second batch, nothing open is left
+    assert consumer.commits == [{TP0: 1, TP1: 1}, {TP0: 3}]
+    assert a.stored == ["e0-0", "e1-0", "e0-1", "e0-2"]
+    assert log == ["seal a", "flush a", "commit", "seal a", "flush a", "commit"]
+
+
+async def test_revocation_waits_for_the_batch_in_flight_and_commits_both() -> None:
+    log: list[str] = []
+    gate = asyncio.Event()
+    a = FakeSink("a", log, gate=gate)
+    runner, consumer = _runner(a)
+    await runner._add(TP0, _msg(TP0, 4))
+    await runner.start_flush("batch")
+    await runner._add(TP1, _msg(TP1, 9))
+    revoking = asyncio.create_task(runner.flush_and_commit("revoke", owned={TP0, TP1}))
+    await asyncio.sleep(0.01)
+    assert not revoking.done() and consumer.commits == []
+    gate.set()
+    await revoking
+    assert consumer.commits == [{TP0: 5}, {TP1: 10}] and a.stored == ["e0-4", "e1-9"]
