@@ -5,11 +5,18 @@ The dataset is generated inside ClickHouse (``INSERT ... SELECT FROM numbers(n)`
 load in seconds: sessions of 1-19 events, users skewed (a cube law: few heavy users, a long tail), pages
 skewed over a shop's paths, timestamps spread over the last 30 days, strictly increasing within a
 session.  It lands in a dedicated project of the demo org (``bench``), created once and reused.
+
+Funnels: a 5-step page-view funnel over the last 30 days (the shop's checkout path), then the same kind of
+funnel with 5, 10, 20 and 30 steps (page views cycling through the shop's paths) to show that answer time
+grows at most linearly with steps.  Each runs through GraphQL (``funnel``) and as the evaluator's own SQL
+(:func:`query_api.funnels.sql.aggregate_query`) on ClickHouse; the report gives p50/p95/p99 of both, the
+API overhead and, for the series, time per step relative to the 5-step funnel.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import statistics
 import time
 from collections.abc import Callable
@@ -21,8 +28,14 @@ import click
 import httpx
 
 from productgraph.connections import clickhouse_client
+from query_api.funnels.spec import parse_funnel_spec
+from query_api.funnels.sql import aggregate_query
 
-__all__ = ["load_dataset", "query"]
+__all__ = ["FUNNEL_STEP_SERIES", "funnel_spec", "load_dataset", "query"]
+
+FUNNEL_STEP_SERIES = (5, 10, 20, 30)
+_SHOP_PATHS = ("/", "/products", "/products/42", "/cart", "/checkout/shipping", "/checkout/payment",
+               "/checkout/done", "/search", "/account")  # fmt: skip
 
 _DATASET_SQL = """
 INSERT INTO events (org_id, project_id, event_id, session_id, event_type, timestamp, received_at,
@@ -68,9 +81,14 @@ def load_dataset(ch_url: str, org_id: str, project_id: str, events: int, say: Ca
         ch.command(_DATASET_SQL, parameters={"org": org_id, "project": project_id, "users": max(events // 50, 10),
                                              "start": start, "offset": offset, "n": n})  # fmt: skip
         say(f"  loaded {offset + n:,}/{events:,} events")
-    ch.command("OPTIMIZE TABLE events FINAL")
+    if have < events:  # merge what was loaded (a rerun on a loaded dataset skips the rewrite)
+        ch.command("OPTIMIZE TABLE events FINAL")
     ch.close()
     return time.perf_counter() - started
+
+
+class _Mismatch(click.ClickException):
+    """GraphQL and the direct SQL disagree: never recorded and skipped, the run stops."""
 
 
 @dataclass
@@ -79,6 +97,33 @@ class QueryKind:
     graphql: str
     sql: str
     params: dict[str, Any]
+    variables: dict[str, Any] | None = None
+    settings: dict[str, Any] | None = None  # funnels: the evaluator's query settings
+    steps: int | None = None  # funnels: the step count (the scaling series)
+
+
+def funnel_spec(n_steps: int, date_from: str, date_to: str) -> dict[str, Any]:
+    """Page views along the shop's paths (cycling for long funnels), users, ordered, 24 h window."""
+    steps = [{"event_type": "page.view", "page_path": _SHOP_PATHS[i % len(_SHOP_PATHS)]} for i in range(n_steps)]
+    return {"steps": steps, "date_from": date_from, "date_to": date_to}
+
+
+_FUNNEL_GRAPHQL = "query($p: ID!, $spec: JSON!) { funnel(projectId: $p, spec: $spec) { steps { count } } }"
+
+
+def _funnel_kinds(project_id: str, org_id: str, series: tuple[int, ...]) -> list[QueryKind]:
+    """The 5-step funnel over the last 30 days, then the scaling series; the same spec (explicit range) goes
+    to GraphQL and to :func:`aggregate_query`, so both paths answer the same question."""
+    now = time.time()
+    fmt = "%Y-%m-%dT%H:%M:%SZ"
+    date_from, date_to = time.strftime(fmt, time.gmtime(now - 30 * 86400)), time.strftime(fmt, time.gmtime(now))
+    kinds = []
+    for name, n in [("funnel 5 steps (30 days)", 5), *((f"funnel series {n} steps", n) for n in series)]:
+        spec = funnel_spec(n, date_from, date_to)
+        q = aggregate_query(parse_funnel_spec(spec), org_id, project_id)
+        variables = {"p": project_id, "spec": spec}
+        kinds.append(QueryKind(name, _FUNNEL_GRAPHQL, q.sql, q.params, variables, steps=n, settings=q.settings))
+    return kinds
 
 
 def _kinds(project_id: str, org_id: str) -> list[QueryKind]:
@@ -112,6 +157,64 @@ def _percentiles(samples: list[float]) -> dict[str, float]:
     return {"p50_ms": round(qs[49] * 1000, 2), "p95_ms": round(qs[94] * 1000, 2), "p99_ms": round(qs[98] * 1000, 2)}
 
 
+def _server_cpu_s(pid: int | None) -> float | None:
+    """CPU seconds used so far by the local ClickHouse server process (``productgraph up``), else None.
+
+    On a shared machine wall times swing with other load; the server's CPU time per query does not."""
+    if pid is None:
+        return None
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _overhead(api: dict[str, float], sql: dict[str, float]) -> dict[str, float]:
+    """GraphQL time over direct SQL time, in percent, at p50 and p95."""
+    return {f"{q}_pct": round((api[f"{q}_ms"] / sql[f"{q}_ms"] - 1) * 100, 1) for q in ("p50", "p95")}
+
+
+def _funnel_counts(rows: Any) -> list[int]:
+    """Overall per-step counts from :func:`aggregate_query` rows (``overall, value, k, units, ...``)."""
+    by_step = {int(r[2]): int(r[3]) for r in rows if r[0]}
+    return [by_step.get(k, 0) for k in range(1, max(by_step, default=0) + 1)]
+
+
+def _scaling(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """The series relative to its 5-step funnel: linear growth means time(n) / time(5) <= n / 5."""
+    series = [r for r in results if r["query"].startswith("funnel series") and "error" not in r]
+    if not series:
+        return {}
+    base = series[0]
+    rows = []
+    for r in series:
+        steps_ratio = r["steps"] / base["steps"]
+        g, d = (
+            r["graphql"]["p50_ms"] / base["graphql"]["p50_ms"],
+            r["direct_sql"]["p50_ms"] / base["direct_sql"]["p50_ms"],
+        )
+        rows.append(
+            {
+                "steps": r["steps"],
+                "graphql_p50_ms": r["graphql"]["p50_ms"],
+                "sql_p50_ms": r["direct_sql"]["p50_ms"],
+                "graphql_ms_per_step": round(r["graphql"]["p50_ms"] / r["steps"], 2),
+                "time_ratio_graphql": round(g, 2),
+                "time_ratio_sql": round(d, 2),
+                "steps_ratio": steps_ratio,
+            }
+        )
+    linear = all(x["time_ratio_graphql"] <= x["steps_ratio"] and x["time_ratio_sql"] <= x["steps_ratio"] for x in rows)
+    out: dict[str, Any] = {"base_steps": base["steps"], "series": rows, "at_most_linear": linear}
+    if all("server_cpu_s" in r for r in series):
+        for x, r in zip(rows, series, strict=True):
+            x["server_cpu_s"] = r["server_cpu_s"]
+            x["cpu_ratio"] = round(r["server_cpu_s"] / base["server_cpu_s"], 2)
+        out["cpu_at_most_linear"] = all(x["cpu_ratio"] <= x["steps_ratio"] for x in rows)
+    return out
+
+
 @click.command()
 @click.option(
     "--stack",
@@ -123,8 +226,10 @@ def _percentiles(samples: list[float]) -> dict[str, float]:
 )
 @click.option("--events", default=10_000_000, show_default=True, help="dataset size (10 events per session)")
 @click.option("--repeat", default=50, show_default=True, help="timed runs per query kind and path")
+@click.option("--funnel-series-repeat", default=10, show_default=True, help="timed runs per step count of the series")
+@click.option("--only", type=click.Choice(["all", "funnels"]), default="all", show_default=True, help="query kinds")
 @click.option("--report", default="reports/bench-query.json", show_default=True, type=click.Path(dir_okay=False))
-def query(stack_file: str, events: int, repeat: int, report: str) -> None:  # fmt: skip
+def query(stack_file: str, events: int, repeat: int, funnel_series_repeat: int, only: str, report: str) -> None:
     """Load the synthetic dataset (once) and time each query kind via GraphQL and via direct SQL."""
     import psycopg
 
@@ -141,33 +246,73 @@ def query(stack_file: str, events: int, repeat: int, report: str) -> None:  # fm
     load_s = load_dataset(env["PG_CLICKHOUSE_URL"], info["org_id"], project_id, events, click.echo)
     click.echo(f"dataset ready in {load_s:.1f}s")
 
-    ch = clickhouse_client(env["PG_CLICKHOUSE_URL"])
+    ch = clickhouse_client(env["PG_CLICKHOUSE_URL"], max_execution_time=600)
     results: list[dict[str, Any]] = []
     headers = {"Authorization": f"Bearer {info['admin_token']}"}
-    with httpx.Client(timeout=60) as http:
-        for kind in _kinds(project_id, info["org_id"]):
+    ch_pid = info.get("servers", {}).get("clickhouse")  # a local chDB server: its CPU time per query
+    kinds = [] if only == "funnels" else _kinds(project_id, info["org_id"])
+    kinds += _funnel_kinds(project_id, info["org_id"], FUNNEL_STEP_SERIES)
+    with httpx.Client(timeout=600) as http:
+        for kind in kinds:
             api: list[float] = []
             sql: list[float] = []
-            for i in range(repeat + 2):  # two warm-up runs each
-                t0 = time.perf_counter()
-                resp = http.post(info["graphql_url"], json={"query": kind.graphql}, headers=headers)
-                t1 = time.perf_counter()
-                if resp.status_code != 200 or "errors" in resp.json():
-                    raise click.ClickException(f"{kind.name}: {resp.text[:300]}")
-                ch.query(kind.sql, parameters=kind.params)
-                t2 = time.perf_counter()
-                if i >= 2:
-                    api.append(t1 - t0)
-                    sql.append(t2 - t1)
+            cpu: list[float] = []
+            runs = funnel_series_repeat if kind.name.startswith("funnel series") else repeat
+            try:
+                for i in range(runs + 2):  # two warm-up runs each
+                    body: dict[str, Any] = {"query": kind.graphql}
+                    if kind.variables is not None:
+                        body["variables"] = kind.variables
+                    t0 = time.perf_counter()
+                    resp = http.post(info["graphql_url"], json=body, headers=headers)
+                    t1 = time.perf_counter()
+                    if resp.status_code != 200 or "errors" in resp.json():
+                        raise click.ClickException(f"{kind.name}: {resp.text[:300]}")
+                    c1 = _server_cpu_s(ch_pid)
+                    rows = ch.query(kind.sql, parameters=kind.params, settings=kind.settings).result_rows
+                    t2 = time.perf_counter()
+                    c2 = _server_cpu_s(ch_pid)
+                    if i == 0 and kind.steps is not None:  # both paths answer the same question
+                        counts = [s["count"] for s in resp.json()["data"]["funnel"]["steps"]]
+                        if counts != _funnel_counts(rows) + [0] * (len(counts) - len(_funnel_counts(rows))):
+                            raise _Mismatch(f"{kind.name}: GraphQL {counts} != SQL {_funnel_counts(rows)}")
+                    if i >= 2:
+                        api.append(t1 - t0)
+                        sql.append(t2 - t1)
+                        if c1 is not None and c2 is not None:
+                            cpu.append(c2 - c1)
+            except click.ClickException as exc:
+                if kind.steps is None or isinstance(exc, _Mismatch):
+                    raise
+                # a funnel past the API's time budget (PG_CLICKHOUSE_TIMEOUT_S): recorded, the run goes on
+                results.append({"query": kind.name, "steps": kind.steps, "error": exc.message})
+                click.echo(f"{kind.name:<38} failed: {exc.message[:200]}")
+                continue
             g, d = _percentiles(api), _percentiles(sql)
-            results.append({"query": kind.name, "graphql": g, "direct_sql": d, "runs": repeat})
+            entry: dict[str, Any] = {"query": kind.name, "graphql": g, "direct_sql": d, "runs": runs}
+            if kind.steps is not None:
+                entry |= {"steps": kind.steps, "overhead": _overhead(g, d)}
+                if cpu:
+                    entry["server_cpu_s"] = round(statistics.median(cpu), 3)
+            results.append(entry)
             click.echo(
                 f"{kind.name:<38} GraphQL p50 {g['p50_ms']:>7} p95 {g['p95_ms']:>7} p99 {g['p99_ms']:>7} ms"
                 f" | SQL p50 {d['p50_ms']:>7} p95 {d['p95_ms']:>7} p99 {d['p99_ms']:>7} ms"
+                + (f" | overhead p50 {entry['overhead']['p50_pct']}%" if "overhead" in entry else "")
+                + (f" | server CPU {entry['server_cpu_s']} s" if "server_cpu_s" in entry else "")
             )
     ch.close()
+    scaling = _scaling(results)
+    if scaling:
+        ratios = ", ".join(f"{x['steps']}: {x['time_ratio_graphql']}x" for x in scaling["series"])
+        line = f"funnel time vs steps (GraphQL p50 / {scaling['base_steps']} steps): {ratios}"
+        line += f" -> at most linear: {scaling['at_most_linear']}"
+        if "cpu_at_most_linear" in scaling:
+            cpu_ratios = ", ".join(f"{x['steps']}: {x['cpu_ratio']}x" for x in scaling["series"])
+            line += f"; server CPU: {cpu_ratios} -> at most linear: {scaling['cpu_at_most_linear']}"
+        click.echo(line)
     out = {"events": events, "sessions": events // 10, "load_seconds": round(load_s, 1), "queries": results,
-           "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}  # fmt: skip
+           "funnel_scaling": scaling, "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}  # fmt: skip
     Path(report).parent.mkdir(parents=True, exist_ok=True)
     Path(report).write_text(json.dumps(out, indent=2) + "\n")
     click.echo(f"report written to {report}")

@@ -1,8 +1,9 @@
 """The production funnel evaluator: :func:`run_funnel` answers a :class:`FunnelSpec` from ClickHouse.
 
-Everything is tenant-scoped by bound parameters taken from ``tenant`` (never from the spec) and reads
-``events FINAL`` (dedup).  In every mode ClickHouse does the heavy part: scan, dedup, identity (rule 4),
-segments (rule 2), step/exclusion matching, the total order and the grouping per counted entity.
+Everything is tenant-scoped by bound parameters taken from ``tenant`` (never from the spec); duplicates
+are dropped in the query itself (first delivery, see :mod:`query_api.funnels.sql`), not by ``FINAL``.  In
+every mode ClickHouse does the heavy part: scan, dedup, identity (rule 4), segments (rule 2), step/exclusion
+matching, the total order and the grouping per counted entity.
 
 Pure SQL (:mod:`query_api.funnels.sql`): ordered and strict funnels counted by users or sessions, with
 global and per-step windows, exclusions, breakdowns and cohorts.  One query; per entity one array pass
@@ -20,9 +21,11 @@ Finished in Python, from compact per-entity event arrays that ClickHouse prepare
   long histories: :func:`~query_api.funnels.reference.totals_paths` (linear).
 
 The answer equals :func:`query_api.funnels.reference.evaluate` on the same stored events
-(tests/integration/test_funnel_clickhouse.py checks it on random data).  One difference is left to the
-storage: ``FINAL`` keeps one row per event id, the reference the first delivery; the gateway stores
-redeliveries with the same content, so which copy is kept does not change the answer.
+(tests/integration/test_funnel_clickhouse.py checks it on random data, with redeliveries in separate parts).
+One difference is left to the storage: once ClickHouse merges the parts, ReplacingMergeTree keeps one copy
+per event id (the last inserted), whereas the reference takes the first delivery.  Copies carry the same
+content and at most the receive time differs, which only orders events tied on (timestamp, sequence): only
+there, and only after a merge, can the kept copy's place differ from the first delivery's.
 """
 
 from __future__ import annotations
@@ -49,20 +52,24 @@ from query_api.funnels.result import (
 )
 from query_api.funnels.spec import FunnelSpec
 from query_api.funnels.sql import FunnelQuery, aggregate_query, entity_events_query
+from query_api.tenant_scope import scoped_query
 
 __all__ = ["run_funnel"]
 
 
 async def run_funnel(ch: Client, tenant: Tenant, spec: FunnelSpec) -> FunnelResult:
     if spec.mode == "any_order" or spec.count_by == "totals":
-        rows = await _rows(ch, entity_events_query(spec, tenant.org_id, tenant.project_id))
+        rows = await _rows(ch, tenant, entity_events_query(spec, tenant.org_id, tenant.project_id))
         return await asyncio.to_thread(_finish_in_python, rows, spec)
     query = aggregate_query(spec, tenant.org_id, tenant.project_id)
-    return _assemble(spec, await _rows(ch, query))
+    return _assemble(spec, await _rows(ch, tenant, query))
 
 
-async def _rows(ch: Client, query: FunnelQuery) -> Sequence[Sequence[Any]]:
-    result = await asyncio.to_thread(ch.query, query.sql, parameters=query.params)
+async def _rows(ch: Client, tenant: Tenant, query: FunnelQuery) -> Sequence[Sequence[Any]]:
+    """Through :func:`scoped_query`: it checks that every table read carries the tenant condition and binds
+    ``org``/``project`` from ``tenant`` itself."""
+    params = {k: v for k, v in query.params.items() if k not in ("org", "project")}
+    result = await scoped_query(ch, tenant, query.sql, params, query.settings)
     rows: Sequence[Sequence[Any]] = result.result_rows
     return rows
 

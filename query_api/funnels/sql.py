@@ -2,24 +2,34 @@
 
 One query, in stages (CTEs):
 
-``anon``   anonymous id -> user id, from the first scanned event carrying both (rule 4).
-``ev``     one row per scanned event (``events FINAL``, tenant and range bound): its order key, a step bitmask
-           (bit k-1: step k's matcher), an exclusion bitmask (bit g-1: an exclusion after step g), whether it
-           may start a path, the breakdown value, the person and the cohort flag.  When no segment is needed
-           only events matching some step or exclusion are kept.
+``anon``   anonymous id -> user id, from the first scanned event carrying both (rule 4); PREWHERE reads only
+           ``user_anonymous_id`` for most rows, so it costs little when few events carry both ids.
+``ev``     one row per scanned event (tenant and range bound): its order key, a step bitmask (bit k-1: step
+           k's matcher), an exclusion bitmask (bit g-1: an exclusion after step g), whether it may start a
+           path, the breakdown value, the person and the cohort flag.  When no segment is needed, PREWHERE
+           keeps only events matching some step or exclusion, so other columns are read for those alone.
 ``segd``   (sessions count, strict mode) per session, every event in the total order: segment numbers by
            rule 2 and positions inside the segment.
 ``ent``    per counted entity, its events sorted by (timestamp, sequence, receive time, event id).
 ``k0..kern`` the per-entity algorithm of :mod:`query_api.funnels.kernel`: one CTE per step, each a few
            whole-array passes (``arrayFill``, ``arrayShiftRight``, ``arrayMap`` over aligned arrays), so time
-           grows linearly with steps and events; then the chosen path (rule 8) by predecessor links.
-``paths``  one row per counted entity with its path times, sessions and breakdown value.
+           grows linearly with steps and events; then the chosen path (rule 8) by predecessor links.  ``kern``
+           keeps only the path: times, sessions, breakdown value.
 final      per step (and breakdown group, by GROUPING SETS): count, exact lower/upper medians and sums of
-           the times from the previous and the first step, and a page of the sorted distinct entity refs.
+           the times from the previous and the first step, and a page of the sorted entity refs.
 
-Two ClickHouse properties shape the text: a lambda that captures an array copies it for every element
-(quadratic on long histories), so no lambda here captures one; and an alias used twice in a SELECT is
-inlined twice, so each step is its own CTE.  Modes finished in Python read :func:`entity_events_query`.
+Reading without ``FINAL`` (rule 1, exact): a redelivered event is the same event (same id, same content; at
+most its receive time differs), and every copy lands in the same session and person, so duplicates are
+dropped inside each per-session/per-entity array (:func:`_sorted_events`), keeping the first delivery in the
+total order.  This costs one hash pass per array and, unlike ``FINAL``, does not depend on how many parts
+are not merged yet, and does not block PREWHERE.
+
+ClickHouse properties that shape the text: a lambda that captures an array copies it for every element
+(quadratic on long histories), so no lambda here captures one; an alias used twice in a SELECT is inlined
+twice, so each step is its own CTE; ``groupArray`` of a tuple is several times slower than one
+``groupArray`` per column (zipped afterwards); and a filter on the kernel's output would be pushed down
+through the step CTEs (planning time then explodes with steps), so there is none.  Modes finished in Python
+read :func:`entity_events_query`.
 
 Everything user-supplied is a bound parameter; only structure (step count, column names checked by the
 spec) is written into the text.
@@ -27,7 +37,7 @@ spec) is written into the text.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from query_api.funnels.events import SEGMENT_MAX_MS
@@ -35,20 +45,41 @@ from query_api.funnels.spec import BREAKDOWN_COLUMNS, FunnelSpec
 from schemas.fields import FIELDS_BY_NAME, Kind
 from schemas.matchers import to_clickhouse
 
-__all__ = ["FunnelQuery", "aggregate_query", "entity_events_query"]
+__all__ = ["SETTINGS", "FunnelQuery", "aggregate_query", "entity_events_query"]
 
 _NO_WINDOW = 1 << 62
 _PATH = "CAST([], 'Array(UInt32)')"
 # The per-entity event tuple: 1 ts, 2 sequence, 3 receive time, 4 event id, 5 step mask, 6 exclusion mask,
 # 7 may start, 8 session id, 9 breakdown value, 10 segment, 11 position in segment.
-_ENTITY_TUPLE = "(ts, seq, rcv, event_id, smask, xmask, can_start, session_id, bd, seg, spos)"
-_SORTED = "arraySort(x -> (x.1, x.2, x.3, x.4), groupArray({tuple}))"
+_ENTITY_TUPLE = ("ts", "seq", "rcv", "event_id", "smask", "xmask", "can_start", "session_id", "bd", "seg", "spos")
+
+
+def _sorted_events(columns: tuple[str, ...], constants: frozenset[str] = frozenset()) -> str:
+    """A group's events as one array of tuples in the total order (the first four columns), without later
+    copies of an event id (rule 1).
+
+    One ``groupArray`` per column, zipped after aggregation: ``groupArray`` of a tuple stores every value
+    through the generic (serializing) implementation, several times slower than numeric/String arrays.
+    Tuples compare element by element, so the plain sort is the total order.  Copies of one event share
+    its content and differ at most in receive time, so in that order the first copy is the first delivery;
+    ``arrayEnumerateUniq`` numbers the occurrences of each event id (element 4).  ``constants`` (columns
+    with one value for the whole query) become constant arrays instead of aggregates."""
+    n = f"groupArray({columns[0]})"
+    arrays = (f"arrayWithConstant(length({n}), {c})" if c in constants else f"groupArray({c})" for c in columns)
+    zipped = f"arraySort(arrayZip({', '.join(arrays)}))"
+    return f"arrayFilter((x, u) -> u = 1, {zipped}, arrayEnumerateUniq({zipped}.4))"
+
+
+# Two-level aggregation from a few thousand entities on: the per-entity arrays leave the GROUP BY in buckets
+# that the kernel stages process on every thread (one stream otherwise: a 30-step funnel ran ~2x slower).
+SETTINGS: dict[str, Any] = {"group_by_two_level_threshold": 2000, "group_by_two_level_threshold_bytes": 1_000_000}
 
 
 @dataclass(frozen=True, slots=True)
 class FunnelQuery:
     sql: str
     params: dict[str, Any]
+    settings: dict[str, Any] = field(default_factory=lambda: dict(SETTINGS))
 
 
 def _bits(exprs: list[str]) -> str:
@@ -110,13 +141,18 @@ def _events_cte(spec: FunnelSpec, org_id: str, project_id: str, *, any_order: bo
     elif spec.cohort is not None:
         params["cohort_ids"] = sorted(spec.cohort.user_ids)
         cohort = "has({cohort_ids:Array(String)}, puid)"
-    keep = "" if _needs_segments(spec) else ("AND smask != 0" if any_order else "AND (smask != 0 OR xmask != 0)")
+    # PREWHERE reads the matchers' columns first and the rest only for the events that can matter: events
+    # matching a step or an exclusion, unless segments are needed (they are cut on every event).
+    relevant = step_conds if any_order else step_conds + [c for _, c in excl_conds]
+    keep = "" if _needs_segments(spec) else f"({' OR '.join(relevant)}) AND "
+    # No FINAL: duplicates are dropped per entity array (_sorted_events); the identity pass reads only
+    # events carrying both ids (usually few; a duplicate copy names the same user).
     sql = f"""
 anon AS (
     SELECT user_anonymous_id AS anon_id,
            argMin(user_id, (timestamp, ifNull(event_sequence, 0), received_at, event_id)) AS uid
-    FROM events FINAL
-    WHERE {_tenant_range("")} AND user_id != '' AND user_anonymous_id != ''
+    FROM events
+    PREWHERE user_anonymous_id != '' AND user_id != '' AND {_tenant_range("")}
     GROUP BY user_anonymous_id
 ),
 ev AS (
@@ -131,24 +167,29 @@ ev AS (
            {_breakdown(spec, params)} AS bd_raw,
            if(bd_raw = '', '(none)', bd_raw) AS bd,
            if(e.user_id != '', e.user_id, if(e.user_anonymous_id != '', a.uid, '')) AS puid,
-           multiIf(puid != '', concat('user:', puid),
-                   e.user_anonymous_id != '', concat('anonymous:', e.user_anonymous_id),
-                   concat('session:', e.session_id)) AS person,
+           multiIf(puid != '', 1, e.user_anonymous_id != '', 2, 3) AS pkind,
+           multiIf(pkind = 1, puid, pkind = 2, e.user_anonymous_id, e.session_id) AS pkey,
+           concat(['user:', 'anonymous:', 'session:'][pkind], pkey) AS person,
            toUInt8({cohort}) AS in_cohort
-    FROM events AS e FINAL
+    FROM events AS e
     LEFT JOIN anon AS a ON e.user_anonymous_id = a.anon_id
-    WHERE {_tenant_range("e.")} {keep}
+    PREWHERE {keep}{_tenant_range("e.")}
 )"""
     return sql, params
 
 
 def _entities_cte(spec: FunnelSpec, *, any_order: bool) -> str:
     if not _needs_segments(spec):
-        tup = _ENTITY_TUPLE.replace("seg, spos", "toUInt32(0), toUInt32(0)")
+        # grouped by (kind, id): the entity text is built once per entity, not per event
+        zero, none = "toUInt32(0)", "'(none)'"
+        columns: tuple[str, ...] = (*_ENTITY_TUPLE[:-3], none if spec.breakdown is None else "bd", zero, zero)
+        if not spec.exclusions:
+            columns = tuple(zero if c == "xmask" else c for c in columns)
         return f"""
 ent AS (
-    SELECT person AS entity, {_SORTED.format(tuple=tup)} AS evs
-    FROM ev WHERE in_cohort = 1 GROUP BY person
+    SELECT concat(['user:', 'anonymous:', 'session:'][pkind], pkey) AS entity,
+           {_sorted_events(columns, frozenset({zero, none}))} AS evs
+    FROM ev WHERE in_cohort = 1 GROUP BY pkind, pkey
 )"""
     entity = "concat('session:', session_id, '#', toString(seg))" if spec.count_by == "sessions" else "person"
     if spec.count_by == "totals":  # strict totals: any event of the session may end an attempt
@@ -157,15 +198,15 @@ ent AS (
         keep = "x.10 = 1 AND x.5 != 0"
     else:
         keep = "x.10 = 1 AND (x.5 != 0 OR x.6 != 0)"
+    session_columns = ("ts", "seq", "rcv", "event_id", "smask", "xmask", "can_start", "bd", "person", "in_cohort")
     return f"""
 sess AS (
-    SELECT session_id,
-           {_SORTED.format(tuple="(ts, seq, rcv, event_id, smask, xmask, can_start, bd, person, in_cohort)")} AS sevs
+    SELECT session_id, {_sorted_events(session_columns)} AS sevs
     FROM ev GROUP BY session_id
 ),
 segd AS (
     SELECT session_id, sevs,
-           arrayMap(x -> x.1, sevs) AS st,
+           sevs.1 AS st,
            arrayFold((acc, t, i) -> if(i = 1 OR t - acc.2 > {{timeout:Int64}} OR t - acc.1 > {SEGMENT_MAX_MS},
                                        (t, t, arrayPushBack(acc.3, i)), (acc.1, t, acc.3)),
                      st, arrayEnumerate(st), (toInt64(0), toInt64(0), {_PATH})).3 AS starts,
@@ -180,7 +221,7 @@ erows AS (
     WHERE {keep}
 ),
 ent AS (
-    SELECT {entity} AS entity, {_SORTED.format(tuple=_ENTITY_TUPLE)} AS evs
+    SELECT {entity} AS entity, arraySort(arrayZip({", ".join(f"groupArray({c})" for c in _ENTITY_TUPLE)})) AS evs
     FROM erows GROUP BY entity
 )"""
 
@@ -190,10 +231,10 @@ ent AS (
 # long histories); neighbours come from arrayShiftRight, "last candidate so far" from arrayFill.
 # A candidate is encoded as start * 2^32 + position (0: none): the larger of two is the later start, then
 # the later event.  Each step is its own CTE so that no step's expression is inlined into another's.
-# Output ``found``: the chosen path(s), each an array of (time, session, breakdown value) per step.
+# Output per entity reaching step 1: ``times`` and ``sessions`` of its chosen path's steps, and its breakdown
+# ``value`` (rule 8).
 
 _HI = 4294967296  # 2^32
-_ELEMENT = "Tuple(Int64, String, String, UInt32, UInt32)"  # (time, session, value, segment, position)
 
 
 def _shift(a: str) -> str:
@@ -279,28 +320,43 @@ def _path_stages(spec: FunnelSpec) -> list[str]:
         prev = f"{nxt} - 1" if strict else f"FV{k + 1}[{nxt} - 1] % {_HI}" if k < n else "0"
         back.append(f"toUInt32(if({k} > L, 0, if({k} = L, QL, {prev}))) AS Q{k}")
     t, se, b = ("TT", "SS", "BB") if strict else ("T", "S", "B")
-    elems = ", ".join(f"({t}[Q{k}], {se}[Q{k}], {b}[Q{k}], toUInt32(0), toUInt32(0))" for k in range(1, n + 1))
-    back.append(f"[arraySlice([{elems}], 1, L)] AS found")
+
+    def along(a: str) -> str:
+        return f"[{', '.join(f'{a}[Q{k}]' for k in range(1, n + 1))}]"
+
+    out = [f"arraySlice({along(t)}, 1, L) AS times", f"arraySlice({along(se)}, 1, L) AS sessions"]
+    bd = spec.breakdown
+    if bd is None:
+        out.append("'(none)' AS value")
+    elif bd.attribution == "first_step":
+        out.append(f"{b}[Q1] AS value")
+    elif bd.attribution == "last_step":
+        out.append(f"{along(b)}[L] AS value")
+    else:
+        out.append(f"if(L >= {bd.step}, {b}[Q{bd.step}], '(none)') AS value")
     # separate stages: an alias used in the same SELECT is inlined, and Q{k} uses Q{k+1}
-    return [", ".join(reach), f"toUInt32({last}) AS QL", ", ".join(back)]
+    return [", ".join(reach), f"toUInt32({last}) AS QL", ", ".join(back), ", ".join(out)]
 
 
 def _kernel(spec: FunnelSpec) -> str:
-    """CTEs ``k0 .. kern``: per entity its arrays, then ``found``, its chosen path (users, sessions)."""
+    """CTEs ``k0 .. kern``: per entity its arrays, then its chosen path (users, sessions)."""
     arrays = """entity,
-           arrayMap(x -> x.1, evs) AS T,
-           arrayMap(x -> if(x.7 = 1, x.5, bitAnd(x.5, toUInt64(18446744073709551614))), evs) AS M,
-           arrayMap(x -> x.6, evs) AS X,
-           arrayMap(x -> x.8, evs) AS S,
-           arrayMap(x -> x.9, evs) AS B,
-           arrayMap(x -> x.10, evs) AS G,
-           arrayMap(x -> x.11, evs) AS P,
+           evs.1 AS T,
+           arrayMap((m, c) -> if(c = 1, m, bitAnd(m, toUInt64(18446744073709551614))), evs.5, evs.7) AS M,
+           evs.6 AS X,
+           evs.8 AS S,
+           evs.9 AS B,
+           evs.10 AS G,
+           evs.11 AS P,
            arrayEnumerate(evs) AS I"""
     stages = (_strict_steps(spec) if spec.mode == "strict" else _ordered_steps(spec)) + _path_stages(spec)
     ctes = [f"k0 AS (SELECT {arrays} FROM ent)"]
     for i, items in enumerate(stages, start=1):
-        name = "kern" if i == len(stages) else f"k{i}"
-        ctes.append(f"{name} AS (SELECT *, {items} FROM k{i - 1})")
+        ctes.append(f"k{i} AS (SELECT *, {items} FROM k{i - 1})")
+    # Only the path leaves the kernel (the stages' arrays, several per step, would otherwise be copied by the
+    # ARRAY JOIN downstream).  No filter here: pushed down through the stages, a filter splits their
+    # expressions and planning time explodes with steps; an empty path simply yields no step rows.
+    ctes.append(f"kern AS (SELECT entity, times, sessions, value FROM k{len(stages)})")
     return ",\n".join(ctes)
 
 
@@ -311,17 +367,6 @@ def _window_params(spec: FunnelSpec, params: dict[str, Any]) -> None:
         if step.window_ms is not None:
             params[f"w{k}"] = step.window_ms
     params["timeout"] = spec.session_timeout_ms
-
-
-def _attribution(spec: FunnelSpec) -> str:
-    b = spec.breakdown
-    if b is None:
-        return "'(none)'"
-    if b.attribution == "first_step":
-        return "path[1].3"
-    if b.attribution == "last_step":
-        return "path[-1].3"
-    return f"if(length(path) >= {b.step}, path[{b.step}].3, '(none)')"
 
 
 def aggregate_query(spec: FunnelSpec, org_id: str, project_id: str) -> FunnelQuery:
@@ -337,18 +382,19 @@ def aggregate_query(spec: FunnelSpec, org_id: str, project_id: str) -> FunnelQue
     overall = "grouping(value) = 1" if spec.breakdown is not None else "1"
 
     def refs(cond: str | None) -> str:
-        """A page of the sorted distinct refs (entity, session) of the group's rows (where ``cond``)."""
-        agg = f"groupUniqArrayIf((entity, session), {cond})" if cond else "groupUniqArray((entity, session))"
-        return f"arraySlice(arraySort({agg}), {{off:UInt32}} + 1, {{lim:UInt32}})"
+        """A page of the sorted refs (entity, session) of the group's rows (where ``cond``).  A group has one
+        row per entity and step, so the refs are distinct: only the first ``off + lim`` are kept, sorted."""
+        top = max(1, spec.entities_offset + spec.entities_limit)
+        agg = (
+            f"groupArraySortedIf({top})((entity, session), {cond})"
+            if cond
+            else f"groupArraySorted({top})((entity, session))"
+        )
+        return f"arraySlice({agg}, {{off:UInt32}} + 1, {{lim:UInt32}})"
 
     sql = f"""WITH {events},{_entities_cte(spec, any_order=False)},
 {_kernel(spec)},
-paths AS (
-    SELECT entity, arrayMap(e -> e.1, path) AS times, arrayMap(e -> e.2, path) AS sessions,
-           {_attribution(spec)} AS value
-    FROM kern ARRAY JOIN found AS path
-    WHERE notEmpty(path)
-)
+paths AS (SELECT entity, times, sessions, value FROM kern)
 SELECT toUInt8({overall}) AS overall, value, k, count() AS units,
        quantileExactLow(0.5)(d_prev), quantileExactHigh(0.5)(d_prev), sum(d_prev),
        quantileExactLow(0.5)(d_first), quantileExactHigh(0.5)(d_first), sum(d_first),
