@@ -34,6 +34,7 @@ from query_api.funnels.sql import aggregate_query
 __all__ = ["FUNNEL_STEP_SERIES", "funnel_spec", "load_dataset", "query"]
 
 FUNNEL_STEP_SERIES = (5, 10, 20, 30)
+_PACE_S = 0.07  # at most ~14 GraphQL requests/s
 _SHOP_PATHS = ("/", "/products", "/products/42", "/cart", "/checkout/shipping", "/checkout/payment",
                "/checkout/done", "/search", "/account")  # fmt: skip
 
@@ -100,6 +101,99 @@ class QueryKind:
     variables: dict[str, Any] | None = None
     settings: dict[str, Any] | None = None  # funnels: the evaluator's query settings
     steps: int | None = None  # funnels: the step count (the scaling series)
+    direct: Callable[[], Any] | None = None  # instead of ``sql``: the same read done directly (Redis kinds)
+
+
+_JOURNEY_ROWS_SQL = """
+INSERT INTO journey_sessions (org_id, project_id, journey_id, session_id, segment, version, is_deleted, status,
+    steps_reached, step_count, last_step_position, last_step_id, entered_at, step_times, converted_at,
+    duration_ms, attempts, closes_at)
+SELECT {org:UUID}, {project:UUID}, {journey:String}, concat('bs-', toString(s)), 1, 1, 0,
+       if(reached = 4, 'converted', if(reached = 1, 'bounced', 'dropped')), reached, 4, reached,
+       {step_ids:Array(String)}[reached], start_ts, arrayMap(k -> start_ts + toIntervalSecond(k * 40), range(reached)),
+       if(reached = 4, start_ts + toIntervalSecond(120), NULL), if(reached = 4, 120000, 0), 1,
+       start_ts + toIntervalMinute(30)
+FROM (
+    SELECT number AS s, 1 + toUInt16(pow((cityHash64(number, 7) % 1000) / 1000.0, 2) * 4) AS reached,
+           toDateTime64({start:DateTime64(3, 'UTC')}, 3)
+               + toIntervalSecond(cityHash64(number) % (30 * 86400)) AS start_ts
+    FROM numbers({sessions:UInt64})
+    WHERE cityHash64(number, 8) % 3 = 0  -- a third of the sessions enter the journey
+)
+"""
+_JOURNEY_STEPS = (("Cart", "/cart"), ("Shipping", "/checkout/shipping"), ("Payment", "/checkout/payment"),
+                  ("Done", "/checkout/done"))  # fmt: skip
+
+
+def load_journey(pg_dsn: str, ch_url: str, org_id: str, project_id: str, sessions: int) -> str:
+    """The bench journey (Postgres) and its rollup rows (``journey_sessions``, as the processors write them
+    for a third of the sessions), created once; returns the journey id."""
+    import psycopg
+
+    from productgraph.admin import create_journey
+    from productgraph.db import tenant_transaction_sync
+
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        with tenant_transaction_sync(conn, org_id):
+            row = conn.execute(
+                "SELECT id::text FROM journeys WHERE project_id = %s AND name = 'Bench checkout'", (project_id,)
+            ).fetchone()
+        steps = [(name, {"event_type": "page.view", "page_path": path}) for name, path in _JOURNEY_STEPS]
+        journey_id = row[0] if row else create_journey(conn, org_id, project_id, "Bench checkout", steps)
+        with tenant_transaction_sync(conn, org_id):
+            step_ids = [str(r[0]) for r in conn.execute(
+                "SELECT id FROM journey_steps WHERE journey_id = %s ORDER BY position", (journey_id,)
+            ).fetchall()]  # fmt: skip
+    ch = clickhouse_client(ch_url, max_execution_time=3600)
+    have = int(ch.query("SELECT count() FROM journey_sessions WHERE project_id = {p:UUID} AND journey_id = {j:String}",
+                        parameters={"p": project_id, "j": journey_id}).result_rows[0][0])  # fmt: skip
+    if have == 0:
+        start = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(time.time() - 30 * 86400))
+        params = {"org": org_id, "project": project_id, "journey": journey_id, "step_ids": step_ids,
+                  "start": start, "sessions": sessions}  # fmt: skip
+        ch.command(_JOURNEY_ROWS_SQL, parameters=params)
+    ch.close()
+    return journey_id
+
+
+def load_live_counters(redis_url: str, project_id: str, journey_id: str) -> None:
+    """Live counters as the sessions processor keeps them: the last hour of events per minute, 2,000 active
+    sessions and 1,500 active users, step entries per minute of the bench journey."""
+    import redis
+
+    from schemas.sessions import active_sessions_key, active_users_key, epm_key, journey_step_key, minute_of
+
+    now = int(time.time() * 1000)
+    r = redis.Redis.from_url(redis_url)
+    pipe = r.pipeline(transaction=False)
+    for m in range(minute_of(now) - 59, minute_of(now) + 1):
+        pipe.set(epm_key(project_id, m), 5000 + m % 97, ex=7200)
+        for position in range(1, len(_JOURNEY_STEPS) + 1):
+            pipe.set(journey_step_key(project_id, journey_id, position, m), 400 // position, ex=7200)
+    pipe.zadd(active_sessions_key(project_id), {f"bs-{i}": now - i * 100 for i in range(2000)})
+    pipe.zadd(active_users_key(project_id), {f"u-{i}": now - i * 150 for i in range(1500)})
+    pipe.execute()
+    r.close()
+
+
+def _live_direct(redis_url: str, org_id: str, project_id: str, journey_id: str) -> Callable[[], Any]:
+    """The live snapshot read straight from Redis (the query API's own reader, no HTTP, no GraphQL)."""
+    import asyncio
+
+    import redis.asyncio as aioredis
+
+    from query_api.live.metrics import JourneySteps, read_live_metrics
+    from query_api.tenant_scope import Tenant
+
+    tenant = Tenant(org_id, project_id)
+    journeys = [JourneySteps(journey_id, "Bench checkout", tuple((i, n) for i, (n, _) in enumerate(_JOURNEY_STEPS, 1)))]
+    loop = asyncio.new_event_loop()
+    client = aioredis.from_url(redis_url)
+
+    def read() -> Any:
+        return loop.run_until_complete(read_live_metrics(client, tenant, journeys, int(time.time() * 1000)))
+
+    return read
 
 
 def funnel_spec(n_steps: int, date_from: str, date_to: str) -> dict[str, Any]:
@@ -124,6 +218,45 @@ def _funnel_kinds(project_id: str, org_id: str, series: tuple[int, ...]) -> list
         variables = {"p": project_id, "spec": spec}
         kinds.append(QueryKind(name, _FUNNEL_GRAPHQL, q.sql, q.params, variables, steps=n, settings=q.settings))
     return kinds
+
+
+_REPLAY = """query($p: ID!, $s: String!) { sessionReplay(projectId: $p, sessionId: $s, first: 100) {
+  segments { segment durationMs } events { nodes { eventId type timestamp page stateDiff { key } } }
+  pageTransitions { to at } apiCalls { statusCode } errors { message } } }"""
+_JOURNEY_FUNNEL = """query($j: ID!) { journeyFunnel(journeyId: $j, droppedPerStep: 0) {
+  totalSessions convertedSessions conversionRate avgDurationMs byStatus { status sessions }
+  steps { position reached dropOff conversionFromFirst } } }"""
+_LIVE = """query($p: ID!) { liveMetrics(projectId: $p) { activeSessions activeUsers eventsLastHour
+  eventsPerMinute { count } journeys { steps { entriesLast5Minutes entriesLastHour } } } }"""
+
+
+def _new_kinds(project_id: str, org_id: str, journey_id: str, live: Callable[[], Any]) -> list[QueryKind]:
+    """Replay, journey funnel from the rollups and live metrics (issue 6's 50 / 50 / 20 ms targets)."""
+    from query_api.journeys.metrics import _SQL as journey_sql
+
+    tenant = {"org": org_id, "project": project_id}
+    now = time.time()
+    journey_params: dict[str, Any] = {**tenant, "journey": journey_id, "now": _dt(now),
+                                      "since": _dt(now - 30 * 86400), "until": _dt(now + 86400)}  # fmt: skip
+    return [
+        QueryKind(
+            "session replay (100 events + timeline)", _REPLAY,
+            "SELECT event_id, event_type, timestamp, page_path, ui_state_before, ui_state_after FROM events "
+            "WHERE org_id = {org:UUID} AND project_id = {project:UUID} AND session_id = {session:String} "
+            "ORDER BY timestamp, ifNull(event_sequence, 0), received_at, event_id LIMIT 101",
+            {**tenant, "session": "bs-4242"}, {"p": project_id, "s": "bs-4242"},
+        ),
+        QueryKind("journey funnel (rollups, 30 days)", _JOURNEY_FUNNEL, journey_sql,
+                  journey_params,
+                  {"j": journey_id}),
+        QueryKind("live metrics (Redis)", _LIVE, "", {}, {"p": project_id}, direct=live),
+    ]  # fmt: skip
+
+
+def _dt(epoch_s: float) -> Any:
+    from datetime import UTC, datetime
+
+    return datetime.fromtimestamp(epoch_s, tz=UTC)
 
 
 def _kinds(project_id: str, org_id: str) -> list[QueryKind]:
@@ -251,7 +384,14 @@ def query(stack_file: str, events: int, repeat: int, funnel_series_repeat: int, 
     headers = {"Authorization": f"Bearer {info['admin_token']}"}
     ch_pid = info.get("servers", {}).get("clickhouse")  # a local chDB server: its CPU time per query
     kinds = [] if only == "funnels" else _kinds(project_id, info["org_id"])
+    if only != "funnels":
+        journey_id = load_journey(env["PG_POSTGRES_DSN"], env["PG_CLICKHOUSE_URL"], info["org_id"], project_id,
+                                  events // 10)  # fmt: skip
+        load_live_counters(env["PG_REDIS_URL"], project_id, journey_id)
+        live = _live_direct(env["PG_REDIS_URL"], info["org_id"], project_id, journey_id)
+        kinds += _new_kinds(project_id, info["org_id"], journey_id, live)
     kinds += _funnel_kinds(project_id, info["org_id"], FUNNEL_STEP_SERIES)
+    last_request = 0.0
     with httpx.Client(timeout=600) as http:
         for kind in kinds:
             api: list[float] = []
@@ -263,13 +403,19 @@ def query(stack_file: str, events: int, repeat: int, funnel_series_repeat: int, 
                     body: dict[str, Any] = {"query": kind.graphql}
                     if kind.variables is not None:
                         body["variables"] = kind.variables
-                    t0 = time.perf_counter()
+                    # stay under the per-token rate limit (PG_QUERY_RATE_LIMIT_PER_S, 20/s): pacing between
+                    # requests does not change the latency of each
+                    time.sleep(max(0.0, last_request + _PACE_S - time.perf_counter()))
+                    t0 = last_request = time.perf_counter()
                     resp = http.post(info["graphql_url"], json=body, headers=headers)
                     t1 = time.perf_counter()
                     if resp.status_code != 200 or "errors" in resp.json():
                         raise click.ClickException(f"{kind.name}: {resp.text[:300]}")
                     c1 = _server_cpu_s(ch_pid)
-                    rows = ch.query(kind.sql, parameters=kind.params, settings=kind.settings).result_rows
+                    if kind.direct is not None:
+                        rows = kind.direct()
+                    else:
+                        rows = ch.query(kind.sql, parameters=kind.params, settings=kind.settings).result_rows
                     t2 = time.perf_counter()
                     c2 = _server_cpu_s(ch_pid)
                     if i == 0 and kind.steps is not None:  # both paths answer the same question

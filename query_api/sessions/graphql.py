@@ -242,10 +242,14 @@ class SessionReplay:
     _first: strawberry.Private[int]
     _after: strawberry.Private[str | None]
     _timeline: strawberry.Private[asyncio.Future[model.Timeline] | None] = None
+    _events: strawberry.Private[asyncio.Future[model.ReplayPage] | None] = None
 
     @strawberry.field(description="events ordered by (timestamp, sequence, receive order), one page")
     async def events(self, info: Info[QueryContext, None]) -> ReplayEventPage:
-        page = await service.replay_events(info.context, self._tenant, self._selection, self._first, self._after)
+        if self._events is not None:
+            page = await self._events
+        else:
+            page = await service.replay_events(info.context, self._tenant, self._selection, self._first, self._after)
         return ReplayEventPage(
             nodes=[_event(e) for e in page.events],
             page_info=SessionPageInfo(has_next_page=page.has_next_page, end_cursor=page.end_cursor),
@@ -324,7 +328,28 @@ class SessionQuery:
     ) -> SessionReplay:
         tenant = await info.context.tenant(str(project_id))
         service.check_replay_page(first, after, session_id, segment)
-        sel = await service.select_replay(info.context, tenant, session_id, segment)
+        ctx = info.context
+        events: asyncio.Future[model.ReplayPage] | None = None
+        timeline: asyncio.Future[model.Timeline] | None = None
+        if segment is None:
+            # The whole session: events and timeline do not depend on the segments, so the reads the query
+            # selects start now, next to the segments' read (one round trip instead of two in a row).
+            whole = service.ReplaySelection(session_id, None, [])
+            fields = info.selected_fields[0].selections
+            selected = {getattr(f, "name", "*") for f in fields}
+            if "*" in selected:  # fragments: assume everything is selected
+                selected |= {"events", "pageTransitions"}
+            if "events" in selected:
+                events = asyncio.ensure_future(service.replay_events(ctx, tenant, whole, first, after))
+            if selected & {"pageTransitions", "apiCalls", "errors", "timelineTruncated"}:
+                timeline = asyncio.ensure_future(service.replay_timeline(ctx, tenant, whole))
+        try:
+            sel = await service.select_replay(ctx, tenant, session_id, segment)
+        except BaseException:
+            for f in (events, timeline):
+                if f is not None:
+                    f.cancel()
+            raise
         return SessionReplay(
             session_id=session_id,
             segment=segment,
@@ -333,4 +358,6 @@ class SessionQuery:
             _selection=sel,
             _first=first,
             _after=after,
+            _timeline=timeline,
+            _events=events,
         )
