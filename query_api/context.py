@@ -12,7 +12,8 @@ ClickHouse time budget; :mod:`query_api.guards`).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -27,7 +28,39 @@ from query_api.errors import NotFound
 from query_api.guards.limits import DEFAULT_LIMITS, QueryLimits
 from query_api.tenant_scope import Tenant, redis_key, scoped_query
 
-__all__ = ["NotFound", "QueryContext"]
+__all__ = ["NotFound", "ProjectCache", "QueryContext"]
+
+
+class ProjectCache:
+    """Project id or slug -> project id per org, shared by the requests of one process for ``ttl_s``: most
+    requests name a project, and its lookup (a Postgres transaction under RLS) was a tenth of a replay's
+    time.  Keyed by the token's org, so an entry only ever answers that org.  The process that deletes or
+    renames a project forgets its org's entries at once; other processes keep a deleted project's id for at
+    most ``ttl_s`` (its data is purged anyway).  ``ttl_s`` 0 turns the cache off."""
+
+    MAX_ENTRIES = 10_000
+
+    def __init__(self, ttl_s: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.ttl_s = ttl_s
+        self._clock = clock
+        self._entries: dict[tuple[str, str], tuple[float, str]] = {}
+
+    def get(self, org_id: str, ref: str) -> str | None:
+        hit = self._entries.get((org_id, ref))
+        if hit is None or hit[0] <= self._clock():
+            return None
+        return hit[1]
+
+    def put(self, org_id: str, ref: str, project_id: str) -> None:
+        if self.ttl_s <= 0:
+            return
+        if len(self._entries) >= self.MAX_ENTRIES:
+            self._entries.clear()
+        self._entries[(org_id, ref)] = (self._clock() + self.ttl_s, project_id)
+
+    def forget_org(self, org_id: str) -> None:
+        for key in [k for k in self._entries if k[0] == org_id]:
+            del self._entries[key]
 
 
 class QueryContext(BaseContext):
@@ -38,8 +71,10 @@ class QueryContext(BaseContext):
         clickhouse: Client,
         redis: aioredis.Redis,
         limits: QueryLimits = DEFAULT_LIMITS,
+        projects: ProjectCache | None = None,
     ) -> None:
         super().__init__()
+        self.projects = projects or ProjectCache(0)
         self.token = token
         self.pool = pool
         self.clickhouse = clickhouse
@@ -51,6 +86,11 @@ class QueryContext(BaseContext):
         """The (org, project) pair for a project id or slug of the caller's org, else :class:`NotFound`."""
         if project_id in self._tenants:
             return self._tenants[project_id]
+        org_id = self.token.org_id
+        cached = self.projects.get(org_id, project_id)
+        if cached is not None:
+            tenant = self._tenants[project_id] = Tenant(org_id, cached)
+            return tenant
         row = None
         if _storable(project_id) and len(project_id) <= 255:
             async with tenant_transaction(self.pool, self.token.org_id) as conn:
@@ -60,8 +100,9 @@ class QueryContext(BaseContext):
                 row = await cur.fetchone()
         if row is None:
             raise NotFound(f"project {project_id!r} not found")
-        tenant = Tenant(self.token.org_id, row[0])
+        tenant = Tenant(org_id, row[0])
         self._tenants[project_id] = tenant
+        self.projects.put(org_id, project_id, row[0])
         return tenant
 
     async def query(

@@ -12,6 +12,9 @@ class QueryApiSettings(ServerSettings):
     query_api_host: str = "127.0.0.1"
     query_api_port: int = 8090
     token_cache_ttl_s: float = Field(30.0, description="how long a resolved access token is trusted")
+    project_cache_ttl_s: float = Field(
+        10.0, description="how long a project id or slug resolved for an org is reused by other requests (0: off)"
+    )
     clickhouse_timeout_s: float = Field(
         10.0, description="time budget of one analytics query; past it the query is cancelled on the server"
     )
