@@ -156,6 +156,29 @@ def load_journey(pg_dsn: str, ch_url: str, org_id: str, project_id: str, session
     return journey_id
 
 
+_SESSION_ROWS_SQL = """
+INSERT INTO sessions (org_id, project_id, session_id, segment, version, is_deleted, started_at, ended_at,
+    duration_ms, entry_page, exit_page, page_views, unique_pages, event_count, error_count, user_id, device, browser,
+    os, journey_id, last_journey_step_id, conversion_status)
+SELECT org_id, project_id, session_id, 1, 1, 0, min(timestamp), max(timestamp),
+       toUInt64(dateDiff('millisecond', min(timestamp), max(timestamp))), argMin(page_path, timestamp),
+       argMax(page_path, timestamp), toUInt32(countIf(event_type = 'page.view')), toUInt32(uniqExact(page_path)),
+       toUInt32(count()), toUInt32(countIf(event_type = 'error')), any(user_id), '', '', '', '', '', ''
+FROM events WHERE org_id = {org:UUID} AND project_id = {project:UUID}
+GROUP BY org_id, project_id, session_id
+"""
+
+
+def load_sessions(ch_url: str, org_id: str, project_id: str) -> None:
+    """The dataset's session rows (one segment each: its 10 events span minutes), as the sessionizer writes them,
+    created once: replay and session search read them first."""
+    ch = clickhouse_client(ch_url, max_execution_time=3600)
+    have = ch.query("SELECT count() FROM sessions WHERE project_id = {p:UUID}", parameters={"p": project_id})
+    if int(have.result_rows[0][0]) == 0:
+        ch.command(_SESSION_ROWS_SQL, parameters={"org": org_id, "project": project_id})
+    ch.close()
+
+
 def load_live_counters(redis_url: str, project_id: str, journey_id: str) -> None:
     """Live counters as the sessions processor keeps them: the last hour of events per minute, 2,000 active
     sessions and 1,500 active users, step entries per minute of the bench journey."""
@@ -388,6 +411,7 @@ def query(stack_file: str, events: int, repeat: int, funnel_series_repeat: int, 
         journey_id = load_journey(env["PG_POSTGRES_DSN"], env["PG_CLICKHOUSE_URL"], info["org_id"], project_id,
                                   events // 10)  # fmt: skip
         load_live_counters(env["PG_REDIS_URL"], project_id, journey_id)
+        load_sessions(env["PG_CLICKHOUSE_URL"], info["org_id"], project_id)
         live = _live_direct(env["PG_REDIS_URL"], info["org_id"], project_id, journey_id)
         kinds += _new_kinds(project_id, info["org_id"], journey_id, live)
     kinds += _funnel_kinds(project_id, info["org_id"], FUNNEL_STEP_SERIES)
