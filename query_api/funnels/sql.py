@@ -3,14 +3,17 @@
 One query, in stages (CTEs):
 
 ``anon``   anonymous id -> user id, from the first scanned event carrying both (rule 4); PREWHERE reads only
-           ``user_anonymous_id`` for most rows, so it costs little when few events carry both ids.
+           ``user_anonymous_id`` for most rows, so it costs little when few events carry both ids.  ``ev``
+           looks it up with ``transform`` over two sorted constant arrays (no join).
 ``ev``     one row per scanned event (tenant and range bound): its order key, a step bitmask (bit k-1: step
            k's matcher), an exclusion bitmask (bit g-1: an exclusion after step g), whether it may start a
-           path, the breakdown value, the person and the cohort flag.  When no segment is needed, PREWHERE
+           path, the breakdown value, the person and the cohort flag; steps with the same matcher share one
+           condition (evaluated once, setting all their bits).  When no segment is needed, PREWHERE
            keeps only events matching some step or exclusion, so other columns are read for those alone.
 ``segd``   (sessions count, strict mode) per session, every event in the total order: segment numbers by
            rule 2 and positions inside the segment.
-``ent``    per counted entity, its events sorted by (timestamp, sequence, receive time, event id).
+``ent``    per counted entity, its events sorted by (timestamp, sequence, receive time, event id); for the
+           SQL kernel without segments only the columns it reads (:data:`_LEAN_TUPLE`).
 ``k0..kern`` the per-entity algorithm of :mod:`query_api.funnels.kernel`: one CTE per step, each a few
            whole-array passes (``arrayFill``, ``arrayShiftRight``, ``arrayMap`` over aligned arrays), so time
            grows linearly with steps and events; then the chosen path (rule 8) by predecessor links.  ``kern``
@@ -43,15 +46,30 @@ from typing import Any
 from query_api.funnels.events import SEGMENT_MAX_MS
 from query_api.funnels.spec import BREAKDOWN_COLUMNS, FunnelSpec
 from schemas.fields import FIELDS_BY_NAME, Kind
-from schemas.matchers import to_clickhouse
+from schemas.matchers import Matcher, to_clickhouse
 
 __all__ = ["SETTINGS", "FunnelQuery", "aggregate_query", "entity_events_query"]
 
 _NO_WINDOW = 1 << 62
+# Both arrays sorted by the (unique) anonymous id, so that they stay aligned however the GROUP BY ran.
+_ANON_UID = (
+    "transform(e.user_anonymous_id, (SELECT arraySort(groupArray(anon_id)) FROM anon), "
+    "(SELECT arrayMap(p -> p.2, arraySort(groupArray((anon_id, uid)))) FROM anon), '')"
+)
+_ALL_BUT_START = (1 << 64) - 2  # the step mask of an event that may not start a path: every bit but step 1's
 _PATH = "CAST([], 'Array(UInt32)')"
 # The per-entity event tuple: 1 ts, 2 sequence, 3 receive time, 4 event id, 5 step mask, 6 exclusion mask,
 # 7 may start, 8 session id, 9 breakdown value, 10 segment, 11 position in segment.
 _ENTITY_TUPLE = ("ts", "seq", "rcv", "event_id", "smask", "xmask", "can_start", "session_id", "bd", "seg", "spos")
+# The SQL kernel's tuple when no segment is needed (ordered users): the total order's four columns, the step
+# mask with step 1 cleared where no path may start, the session, and the exclusion mask and breakdown value
+# only when the spec has them.  Every array aggregated per entity costs (a groupArray, then a permutation by
+# the sort), so none is carried for nothing.
+_LEAN_TUPLE = ("ts", "seq", "rcv", "event_id", "mstart", "session_id")
+
+
+def _lean_tuple(spec: FunnelSpec) -> tuple[str, ...]:
+    return _LEAN_TUPLE + (("xmask",) if spec.exclusions else ()) + (("bd",) if spec.breakdown is not None else ())
 
 
 def _sorted_events(columns: tuple[str, ...], constants: frozenset[str] = frozenset()) -> str:
@@ -82,8 +100,8 @@ class FunnelQuery:
     settings: dict[str, Any] = field(default_factory=lambda: dict(SETTINGS))
 
 
-def _bits(exprs: list[str]) -> str:
-    return " + ".join(f"if({e}, toUInt64({1 << i}), toUInt64(0))" for i, e in enumerate(exprs)) or "toUInt64(0)"
+def _bits(exprs: list[str], bits: list[int]) -> str:
+    return " + ".join(f"if({e}, toUInt64({b}), toUInt64(0))" for e, b in zip(exprs, bits, strict=True)) or "toUInt64(0)"
 
 
 def _breakdown(spec: FunnelSpec, params: dict[str, Any]) -> str:
@@ -120,11 +138,21 @@ def _events_cte(spec: FunnelSpec, org_id: str, project_id: str, *, any_order: bo
         "scan_to": spec.scan_to_ms,
         "start_before": spec.start_before_ms,
     }
-    step_conds, excl_conds = [], []
+    # One condition per distinct matcher (funnels often repeat a step, e.g. back to the cart): each is
+    # evaluated once per row, in PREWHERE and in the step mask, and sets the bits of all its steps.
+    step_conds: list[str] = []
+    step_bits: list[int] = []
+    seen: dict[Matcher, int] = {}  # matcher -> its index in step_conds
     for i, step in enumerate(spec.steps, start=1):
+        if step.matcher in seen:
+            step_bits[seen[step.matcher]] |= 1 << (i - 1)
+            continue
         cond, p = to_clickhouse(step.matcher, f"s{i}")
+        seen[step.matcher] = len(step_conds)
         step_conds.append(f"({cond})")
+        step_bits.append(1 << (i - 1))
         params.update(p)
+    excl_conds: list[tuple[int, str]] = []
     for i, ex in enumerate(spec.exclusions, start=1):
         cond, p = to_clickhouse(ex.matcher, f"x{i}")
         excl_conds.append((ex.after_step, f"({cond})"))
@@ -146,7 +174,10 @@ def _events_cte(spec: FunnelSpec, org_id: str, project_id: str, *, any_order: bo
     relevant = step_conds if any_order else step_conds + [c for _, c in excl_conds]
     keep = "" if _needs_segments(spec) else f"({' OR '.join(relevant)}) AND "
     # No FINAL: duplicates are dropped per entity array (_sorted_events); the identity pass reads only
-    # events carrying both ids (usually few; a duplicate copy names the same user).
+    # events carrying both ids (usually few; a duplicate copy names the same user).  The mapping is applied
+    # by ``transform`` over two constant arrays (scalar subqueries) rather than a LEFT JOIN: the join cost
+    # ~7-10% of a 5-step funnel's server CPU over 10M events even with an empty mapping, and ``if`` only
+    # evaluates the lookup for events without a user id.
     sql = f"""
 anon AS (
     SELECT user_anonymous_id AS anon_id,
@@ -161,24 +192,34 @@ ev AS (
            ifNull(e.event_sequence, 0) AS seq,
            toUnixTimestamp64Milli(e.received_at) AS rcv,
            e.event_id AS event_id,
-           {_bits(step_conds)} AS smask,
+           {_bits(step_conds, step_bits)} AS smask,
            {xmask} AS xmask,
            toUInt8(ts < {{start_before:Int64}}) AS can_start,
+           if(can_start = 1, smask, bitAnd(smask, toUInt64({_ALL_BUT_START}))) AS mstart,
            {_breakdown(spec, params)} AS bd_raw,
            if(bd_raw = '', '(none)', bd_raw) AS bd,
-           if(e.user_id != '', e.user_id, if(e.user_anonymous_id != '', a.uid, '')) AS puid,
+           if(e.user_id != '', e.user_id, if(e.user_anonymous_id != '', {_ANON_UID}, '')) AS puid,
            multiIf(puid != '', 1, e.user_anonymous_id != '', 2, 3) AS pkind,
            multiIf(pkind = 1, puid, pkind = 2, e.user_anonymous_id, e.session_id) AS pkey,
            concat(['user:', 'anonymous:', 'session:'][pkind], pkey) AS person,
            toUInt8({cohort}) AS in_cohort
     FROM events AS e
-    LEFT JOIN anon AS a ON e.user_anonymous_id = a.anon_id
     PREWHERE {keep}{_tenant_range("e.")}
 )"""
     return sql, params
 
 
-def _entities_cte(spec: FunnelSpec, *, any_order: bool) -> str:
+def _entities_cte(spec: FunnelSpec, *, any_order: bool, lean: bool = False) -> str:
+    """``ent``: per counted entity its events (``evs``) in the total order, without later copies.  ``lean``
+    (the SQL kernel, no segments): only the columns the kernel reads, see :data:`_LEAN_TUPLE`."""
+    if lean and not _needs_segments(spec):
+        lean_columns = _lean_tuple(spec)
+        return f"""
+ent AS (
+    SELECT concat(['user:', 'anonymous:', 'session:'][pkind], pkey) AS entity,
+           {_sorted_events(lean_columns)} AS evs
+    FROM ev WHERE in_cohort = 1 GROUP BY pkind, pkey
+)"""
     if not _needs_segments(spec):
         # grouped by (kind, id): the entity text is built once per entity, not per event
         zero, none = "toUInt32(0)", "'(none)'"
@@ -340,14 +381,26 @@ def _path_stages(spec: FunnelSpec) -> list[str]:
 
 def _kernel(spec: FunnelSpec) -> str:
     """CTEs ``k0 .. kern``: per entity its arrays, then its chosen path (users, sessions)."""
-    arrays = """entity,
+    if _needs_segments(spec):
+        arrays = f"""entity,
            evs.1 AS T,
-           arrayMap((m, c) -> if(c = 1, m, bitAnd(m, toUInt64(18446744073709551614))), evs.5, evs.7) AS M,
+           arrayMap((m, c) -> if(c = 1, m, bitAnd(m, toUInt64({_ALL_BUT_START}))), evs.5, evs.7) AS M,
            evs.6 AS X,
            evs.8 AS S,
            evs.9 AS B,
            evs.10 AS G,
            evs.11 AS P,
+           arrayEnumerate(evs) AS I"""
+    else:  # the lean tuple
+        at = {c: i for i, c in enumerate(_lean_tuple(spec), start=1)}
+        x = f"evs.{at['xmask']}" if "xmask" in at else "arrayWithConstant(length(evs), toUInt64(0))"
+        b = f"evs.{at['bd']}" if "bd" in at else "arrayWithConstant(length(evs), '(none)')"
+        arrays = f"""entity,
+           evs.1 AS T,
+           evs.{at["mstart"]} AS M,
+           {x} AS X,
+           evs.{at["session_id"]} AS S,
+           {b} AS B,
            arrayEnumerate(evs) AS I"""
     stages = (_strict_steps(spec) if spec.mode == "strict" else _ordered_steps(spec)) + _path_stages(spec)
     ctes = [f"k0 AS (SELECT {arrays} FROM ent)"]
@@ -392,7 +445,7 @@ def aggregate_query(spec: FunnelSpec, org_id: str, project_id: str) -> FunnelQue
         )
         return f"arraySlice({agg}, {{off:UInt32}} + 1, {{lim:UInt32}})"
 
-    sql = f"""WITH {events},{_entities_cte(spec, any_order=False)},
+    sql = f"""WITH {events},{_entities_cte(spec, any_order=False, lean=True)},
 {_kernel(spec)},
 paths AS (SELECT entity, times, sessions, value FROM kern)
 SELECT toUInt8({overall}) AS overall, value, k, count() AS units,

@@ -81,3 +81,47 @@ def test_kernel_output_is_the_path_only_and_unfiltered(n_steps: int) -> None:
     kern = re.search(r"\nkern AS \((.*)\)", sql)
     assert kern is not None
     assert re.fullmatch(r"SELECT entity, times, sessions, value FROM k\d+", kern.group(1))
+
+
+def _ev_cte(sql: str) -> str:
+    """The ``ev`` stage (the per-event scan), up to the next CTE."""
+    ev = sql[sql.index("\nev AS (") :]
+    return ev[: ev.index("\n)")]
+
+
+def test_a_repeated_matcher_is_evaluated_once_and_sets_all_its_steps() -> None:
+    """Steps a, b, a, b, c: two conditions fewer per scanned row; a's condition sets bits 1 and 3 (mask 5),
+    b's bits 2 and 4 (mask 10)."""
+    steps = [{"event_name": n} for n in "abab"] + [{"event_name": "c"}]
+    query = aggregate_query(_spec(steps=steps), "o", "p")
+    ev = _ev_cte(query.sql)
+    assert ev.count("{s1_name:String}") == 2 and ev.count("{s2_name:String}") == 2  # PREWHERE + step mask
+    assert "s3_name" not in ev and "s4_name" not in ev and ev.count("{s5_name:String}") == 2
+    assert "toUInt64(5)" in ev and "toUInt64(10)" in ev and "toUInt64(16)" in ev
+    assert query.params["s1_name"] == "a" and query.params["s2_name"] == "b" and query.params["s5_name"] == "c"
+
+
+@pytest.mark.parametrize("extra", MODES)
+def test_identity_mapping_needs_no_join(extra: dict[str, Any]) -> None:
+    spec = _spec(**extra)
+    for query in (aggregate_query(spec, "o", "p"), entity_events_query(spec, "o", "p")):
+        assert not re.search(r"(?<!ARRAY )\bJOIN\b", query.sql)
+        assert "transform(e.user_anonymous_id" in _ev_cte(query.sql)
+
+
+@pytest.mark.parametrize(
+    ("extra", "arrays"),
+    [
+        ({}, 6),
+        ({"exclusions": [{"matcher": {"event_type": "error"}, "after_step": 1}]}, 7),
+        ({"breakdown": {"property": "metadata.plan"}}, 7),
+    ],
+)
+def test_ordered_users_aggregate_only_the_columns_the_kernel_reads(extra: dict[str, Any], arrays: int) -> None:
+    """Without segments the kernel's tuple is lean: the step mask already says where a path may start, and the
+    exclusion mask and breakdown value travel only when the spec has them."""
+    ent = re.search(r"\nent AS \((.*?)\n\)", aggregate_query(_spec(**extra), "o", "p").sql, re.S)
+    assert ent is not None
+    aggregated = set(re.findall(r"groupArray\((\w+)\)", ent.group(1)))
+    assert len(aggregated) == arrays and "arrayWithConstant" not in ent.group(1)
+    assert "can_start" not in aggregated and "mstart" in aggregated
