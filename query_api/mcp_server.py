@@ -107,7 +107,8 @@ _STEP_FIELDS = (
     "medianMsFromFirst meanMsFromFirst converted { entityId sessionId } dropped { entityId sessionId }"
 )
 _FUNNEL = (
-    f"query($p: ID!, $spec: JSON!) {{ funnel(projectId: $p, spec: $spec) {{ mode countBy steps {{ {_STEP_FIELDS} }} "
+    f"query($p: ID!, $spec: JSON!, $cohort: ID) {{ funnel(projectId: $p, spec: $spec, cohortId: $cohort) {{ "
+    f"mode countBy steps {{ {_STEP_FIELDS} }} "
     f"breakdown {{ value steps {{ {_STEP_FIELDS} }} }} breakdownTruncated }} }}"
 )
 _LIVE = """query($p: ID!) { liveMetrics(projectId: $p) { projectId at activeSessions activeUsers eventsLastHour
@@ -210,11 +211,12 @@ def build_mcp_server(backends: Backends, *, stdio_token: str | None = None, http
             "An ad-hoc funnel, identical to GraphQL `funnel`. spec: {steps: [matcher | {matcher, window_ms, name}] "
             "(2-50), mode: ordered|strict|any_order, count_by: users|sessions|totals, window_ms, exclusions: "
             "[{matcher, after_step}], breakdown: {property, attribution}, date_from, date_to}. A matcher is e.g. "
-            '{"event_type": "page.view", "page_path": "/checkout/*", "page_path_mode": "glob"}.'
+            '{"event_type": "page.view", "page_path": "/checkout/*", "page_path_mode": "glob"}. cohort_id: only '
+            "persons of that saved cohort."
         ),
     )
-    async def run_funnel(project_id: str, spec: dict[str, Any]) -> dict[str, Any]:
-        return await run(_FUNNEL, {"p": project_id, "spec": spec})
+    async def run_funnel(project_id: str, spec: dict[str, Any], cohort_id: str | None = None) -> dict[str, Any]:
+        return await run(_FUNNEL, {"p": project_id, "spec": spec, "cohort": cohort_id})
 
     @server.tool(
         name="pg.get_live_metrics",

@@ -3,6 +3,7 @@ tool take), the answer fully typed.  Thin: tenant from the token, spec validated
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import strawberry
@@ -89,13 +90,27 @@ class FunnelQuery:
         description="An ad-hoc funnel (2-50 steps; ordered, strict or any_order; users, sessions or totals; "
         "windows, exclusions, breakdown, date range). `spec` is JSON: {steps: [matcher | {matcher, window_ms, "
         "name}], mode, count_by, window_ms, exclusions, breakdown, date_from, date_to (default: the last 30 days), "
-        "entities_limit}."
+        "entities_limit}. `cohortId`: only persons of that saved cohort (evaluated now)."
     )
-    async def funnel(self, info: Info[QueryContext, None], project_id: strawberry.ID, spec: JSON) -> Funnel:
-        tenant = await info.context.tenant(str(project_id))
+    async def funnel(
+        self,
+        info: Info[QueryContext, None],
+        project_id: strawberry.ID,
+        spec: JSON,
+        cohort_id: strawberry.ID | None = None,
+    ) -> Funnel:
+        # here, not at the top: the cohorts code imports the funnel spec types (query_api.funnels)
+        from query_api.cohorts.service import funnel_cohort_filter
+
+        ctx = info.context
+        tenant = await ctx.tenant(str(project_id))
         if not isinstance(spec, dict):
             raise ValueError("spec: must be an object")
         now = datetime.now(UTC)
         question = {"date_from": (now - DEFAULT_RANGE).isoformat(), "date_to": now.isoformat(), **spec}
         parsed = parse_funnel_spec(question)  # FunnelSpecError is a ValueError: shown to the caller as is
-        return to_graphql(await run_funnel(info.context.clickhouse, tenant, parsed))
+        if cohort_id is not None:
+            if parsed.cohort is not None:
+                raise ValueError("cohortId: give either cohortId or spec.cohort_user_ids")
+            parsed = replace(parsed, cohort=await funnel_cohort_filter(ctx, tenant, str(cohort_id), now))
+        return to_graphql(await run_funnel(ctx.clickhouse, tenant, parsed))

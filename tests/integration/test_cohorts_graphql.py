@@ -108,8 +108,20 @@ async def test_saved_cohorts_validation_funnel_filter_and_tenant_boundary(
     assert got == await run_funnel(ch, t, by_ids)
     assert [s.count for s in got.steps] == [2, 1]  # u1's buys are days apart (24 h window); u3's exactly 24 h
     assert len(stored) == 12
+    # the same through GraphQL's cohortId (and only that: the unfiltered funnel counts more buyers)
+    funnel = "query($p: ID!, $s: JSON!, $c: ID) { funnel(projectId: $p, spec: $s, cohortId: $c) { steps { count } } }"
+    question = {"steps": [{"event_name": "buy"}, {"event_name": "buy"}],
+                "date_from": (NOW - timedelta(days=30)).isoformat(), "date_to": NOW.isoformat()}  # fmt: skip
+    counted = await ok(api, token, funnel, {"p": p, "s": question, "c": cohort_id})
+    assert [s["count"] for s in counted["funnel"]["steps"]] == [2, 1]
+    unfiltered = await ok(api, token, funnel, {"p": p, "s": question})
+    assert unfiltered["funnel"]["steps"][0]["count"] > 2
+    both = await gql(api, token, funnel, {"p": p, "s": {**question, "cohort_user_ids": ["u1"]}, "c": cohort_id})
+    assert error_of(both) == "cohortId: give either cohortId or spec.cohort_user_ids"
 
     other = bootstrap_org(servers.postgres_dsn, "Other", f"c{tenant['project_slug']}", "Other", "other")
     foreign = await gql(api, other.admin_token, SIZE, {"p": other.project_id, "c": cohort_id})
+    assert error_of(foreign) == f"cohort {cohort_id!r} not found"
+    foreign = await gql(api, other.admin_token, funnel, {"p": other.project_id, "s": question, "c": cohort_id})
     assert error_of(foreign) == f"cohort {cohort_id!r} not found"
     assert error_of(await gql(api, other.admin_token, SIZE, {"p": p, "c": cohort_id})).startswith("project ")
