@@ -27,15 +27,16 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
 
-from schemas.rows import JourneyRowValues, journey_session_row, journey_session_tombstone_row
+from schemas.rows import JourneyRowValues
 from schemas.sessions import (
     RT_ACTIVE_KEEP_MS,
     RT_TTL_S,
     active_sessions_key,
     active_users_key,
     epm_key,
+    journey_session_json_row,
+    journey_session_tombstone_json_row,
     journey_step_key,
     minute_of,
 )
@@ -54,7 +55,8 @@ __all__ = ["SessionRollup", "rollup"]
 
 @dataclass(frozen=True, slots=True)
 class SessionRollup:
-    journey_rows: list[list[Any]]
+    journey_rows: list[bytes]  # JSONEachRow lines (schemas.sessions.journey_session_json_row)
+    journey_keys: list[str]  # per row "project:journey:session:segment:version" (the insert's dedup token)
     session_journeys: dict[int, tuple[str, str, str]]  # segment -> sessions row journey fields
     entries: frozenset[str]  # to store with the session
     realtime: RealtimeUpdate
@@ -84,14 +86,15 @@ def rollup(
     oldest_minute = minute_of(now_ms) - RT_TTL_S // 60
     if not journeys and not stored_entries:  # nothing to compute, compare or hide
         realtime = _realtime(key, update, counters, oldest_minute, now_ms, identities)
-        return SessionRollup([], {}, frozenset(), realtime)
+        return SessionRollup([], [], {}, frozenset(), realtime)
     version = update.ledger.version
     active = {j.id: j for j in journeys}
     touched = {s.segment for s in update.summaries} | set(update.removed_segments)
     old = {e: _parse(e) for e in stored_entries}
     old_touched = {e for e, (seg, jid, _, _) in old.items() if seg in touched and jid in active}
     old_rows = {(seg, jid) for e, (seg, jid, _, _) in old.items() if e in old_touched}
-    rows: list[list[Any]] = []
+    rows: list[bytes] = []
+    row_keys: list[str] = []
     new_touched: set[str] = set()
     new_rows: set[tuple[int, str]] = set()
     session_journeys: dict[int, tuple[str, str, str]] = {}
@@ -105,6 +108,7 @@ def rollup(
         closes_at = min(summary.ended_ms + policy.timeout_ms, summary.started_ms + policy.max_length_ms)
         for p in progress:
             rows.append(_row(key, summary.segment, version, p, active[p.journey_id], closes_at))
+            row_keys.append(f"{key.project_id}:{p.journey_id}:{key.session_id}:{summary.segment}:{version}")
             new_rows.add((summary.segment, p.journey_id))
             new_touched.update(_entry(summary.segment, p.journey_id, pos, ts) for pos, ts in p.entries)
         chosen = session_journey(progress)
@@ -113,7 +117,8 @@ def rollup(
     at = update.live.ended_ms if update.live is not None else max((s.ended_ms for s in update.summaries), default=0)
     for segment, journey_id in sorted(old_rows - new_rows):
         hide = (key.org_id, key.project_id, journey_id, key.session_id, segment, version, at)
-        rows.append(journey_session_tombstone_row(*hide))
+        rows.append(journey_session_tombstone_json_row(*hide))
+        row_keys.append(f"{key.project_id}:{journey_id}:{key.session_id}:{segment}:{version}")
     sealed = update.ledger.sealed
     keep = {e for e, (seg, jid, _, _) in old.items() if seg not in touched and jid in active and seg > sealed}
     keep |= {e for e in new_touched if _parse(e)[0] > sealed}
@@ -124,7 +129,7 @@ def rollup(
                 step_key = journey_step_key(key.project_id, journey_id, position, minute_of(ts))
                 counters[step_key] = counters.get(step_key, 0) + delta
     realtime = _realtime(key, update, counters, oldest_minute, now_ms, identities)
-    return SessionRollup(rows, session_journeys, frozenset(keep), realtime)
+    return SessionRollup(rows, row_keys, session_journeys, frozenset(keep), realtime)
 
 
 def _realtime(
@@ -140,14 +145,20 @@ def _realtime(
     minutes: dict[int, int] = {}
     users: dict[str, int] = {}
     session_last = 0
+    ids = identities or {}
+    anonymous = f"session:{key.session_id}"
     for e in update.applied:
-        minute = e.ts_ms // 60_000
+        ts = e.ts_ms
+        minute = ts // 60_000
         if minute >= oldest_minute:
             minutes[minute] = minutes.get(minute, 0) + 1
-        if e.ts_ms >= cutoff:
-            member = e.user_id or (identities or {}).get(e.event_id) or f"session:{key.session_id}"
-            users[member] = max(users.get(member, 0), e.ts_ms)
-            session_last = max(session_last, e.ts_ms)
+        if ts >= cutoff:
+            member = e.user_id or ids.get(e.event_id) or anonymous
+            best = users.get(member)
+            if best is None or ts > best:
+                users[member] = ts
+            if ts > session_last:
+                session_last = ts
     for minute, n in minutes.items():
         epm = epm_key(key.project_id, minute)
         counters[epm] = counters.get(epm, 0) + n
@@ -166,7 +177,7 @@ def _expire_at(counter_key: str) -> int:
     return int(counter_key.rsplit(":", 1)[1]) * 60 + RT_TTL_S
 
 
-def _row(key: SessionKey, segment: int, version: int, p: JourneyProgress, j: JourneySpec, closes_at: int) -> list[Any]:
+def _row(key: SessionKey, segment: int, version: int, p: JourneyProgress, j: JourneySpec, closes_at: int) -> bytes:
     values = JourneyRowValues(
         journey_id=p.journey_id,
         status=p.status,
@@ -177,4 +188,4 @@ def _row(key: SessionKey, segment: int, version: int, p: JourneyProgress, j: Jou
         attempts=p.attempts,
         closes_at_ms=closes_at,
     )
-    return journey_session_row(key.org_id, key.project_id, key.session_id, segment, version, values)
+    return journey_session_json_row(key.org_id, key.project_id, key.session_id, segment, version, values)

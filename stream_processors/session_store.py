@@ -21,7 +21,7 @@ import asyncio
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 import orjson
@@ -90,8 +90,10 @@ ACTIVE_SET_TTL_S = 3600  # an active set of a project without events disappears 
 
 def parse_journey_entries(h: Mapping[str, str]) -> frozenset[str]:
     raw = h.get("journey_entries")
-    if not raw:
-        return frozenset()
+    return _journey_entries(raw) if raw else frozenset()
+
+
+def _journey_entries(raw: bytes | str) -> frozenset[str]:
     value = orjson.loads(raw)
     return frozenset(str(v) for v in value) if isinstance(value, list) else frozenset()
 
@@ -158,39 +160,33 @@ def _text(v: bytes | str) -> str:
 
 # Saves the sessions of a flush atomically (a script runs alone; its effects reach the AOF and replicas as
 # one transaction).  KEYS: live, events per session.  ARGV: trim cutoff of the active sets (ms, 0: none),
-# their TTL; then per session: ttl, reset (0/1), n_added, then n_added (event id, packed event) pairs, then
-# a JSON array of dropped event ids and a JSON array of the live hash as [field, value, ...] strings (one
-# argument each instead of dozens); last, the chunk's real-time updates summed (the chunk is one atomic
-# unit, so summing changes nothing but the number of commands) as JSON [[[key, delta, expireat], ...],
-# [[key, member, score], ...]] (numbers as strings: Lua would print large ones in exponent form).
+# their TTL, then the chunk's sessions as one JSON array (in KEYS order) of [ttl, reset ("0"/"1"),
+# [event id, packed event, ...], [dropped event id, ...], [live hash field, value, ...]], all strings, and
+# last the chunk's real-time updates summed (the chunk is one atomic unit, so summing changes nothing but
+# the number of commands) as JSON [[[key, delta, expireat], ...], [[key, member, score], ...]] (numbers as
+# strings: Lua would print large ones in exponent form).  Two JSON documents instead of a few arguments per
+# session and two per event: packing arguments one by one was most of the client's cost of a save.
 # The rt: keys travel in ARGV: like the sessions of one chunk they are not in one cluster slot anyway.
 _SAVE = """
 local cutoff, zttl = ARGV[1], ARGV[2]
+local sessions = cjson.decode(ARGV[3])
 local zsets = {}
-local a = 3
-for k = 1, #KEYS, 2 do
-  local live, events = KEYS[k], KEYS[k + 1]
-  local ttl, reset, added = ARGV[a], ARGV[a + 1], tonumber(ARGV[a + 2])
-  a = a + 3
+for s = 1, #sessions do
+  local live, events = KEYS[2 * s - 1], KEYS[2 * s]
+  local ttl, reset, added, dropped, view = unpack(sessions[s])
   if reset == '1' then redis.call('DEL', events) end
-  local i = 0
-  while i < added do
-    local n = math.min(added - i, 500)
-    redis.call('HSET', events, unpack(ARGV, a + 2 * i, a + 2 * (i + n) - 1))
-    i = i + n
+  for j = 1, #added, 1000 do
+    redis.call('HSET', events, unpack(added, j, math.min(j + 999, #added)))
   end
-  a = a + 2 * added
-  local dropped = cjson.decode(ARGV[a])
   for j = 1, #dropped, 500 do
     redis.call('HDEL', events, unpack(dropped, j, math.min(j + 499, #dropped)))
   end
   redis.call('DEL', live)
-  redis.call('HSET', live, unpack(cjson.decode(ARGV[a + 1])))
-  a = a + 2
+  redis.call('HSET', live, unpack(view))
   redis.call('EXPIRE', live, ttl)
   if redis.call('EXISTS', events) == 1 then redis.call('EXPIRE', events, ttl) end
 end
-local rt = cjson.decode(ARGV[a])
+local rt = cjson.decode(ARGV[4])
 for _, c in ipairs(rt[1]) do
   redis.call('INCRBY', c[1], c[2])
   redis.call('EXPIREAT', c[1], c[3])
@@ -203,19 +199,43 @@ for key in pairs(zsets) do
   if cutoff ~= '0' then redis.call('ZREMRANGEBYSCORE', key, '-inf', '(' .. cutoff) end
   redis.call('EXPIRE', key, zttl)
 end
-return #KEYS / 2
+return #sessions
 """
+
+
+# Loads the sessions of a flush in one reply (a pipeline of one command per session cost the client more
+# than everything else of a load).  KEYS: live, events per session.  ARGV: per session, the ledger version
+# whose events this process has cached ("": none).  Returns the Redis clock (seconds, microseconds), then per
+# session the ledger fields of the live hash (HMGET order of _LEDGER_READ, nil when absent) and either its
+# events hash as [event id, packed event, ...] or 0 when the stored version is the cached one (its events
+# are the cached ones: every writer of a session raises its version).
+_LEDGER_READ = ("version", "segments", "sealed", "sealed_end_ms", "frontier_ms", "journey_entries")
+_LOAD = """
+local t = redis.call('TIME')
+local out = {t[1], t[2]}
+for s = 1, #ARGV do
+  local h = redis.call('HMGET', KEYS[2 * s - 1], %s)
+  out[#out + 1] = h
+  if h[1] and h[1] == ARGV[s] then
+    out[#out + 1] = 0
+  else
+    out[#out + 1] = redis.call('HGETALL', KEYS[2 * s])
+  end
+end
+return out
+""" % ", ".join(f"'{f}'" for f in _LEDGER_READ)
 
 
 class RedisSessionStore:
     """Redis, with a bounded cache of the live events this process loaded or saved.  A cached session is
-    used only while its ledger version in Redis is the one cached (one small ``HGETALL`` of the live hash
-    per session and flush); any other writer (a previous owner of the partition, an expiry) changes or
-    removes the version and the events are read again.  ``save`` runs one script per ``chunk`` sessions."""
+    used only while its ledger version in Redis is the one cached (the load script compares them); any other
+    writer (a previous owner of the partition, an expiry) changes or removes the version and the events are
+    read again.  ``load`` and ``save`` run one script per ``chunk`` sessions."""
 
     def __init__(self, redis: aioredis.Redis, cache_events: int = 500_000, chunk: int = 500) -> None:
         self._redis = redis
         self._save = redis.register_script(_SAVE)
+        self._load = redis.register_script(_LOAD)
         self._cache: OrderedDict[SessionKey, tuple[int, dict[str, LiveEvent]]] = OrderedDict()
         self._cached = 0
         self._cache_events = cache_events
@@ -223,61 +243,80 @@ class RedisSessionStore:
         self._loaded: dict[SessionKey, Mapping[str, LiveEvent]] = {}
 
     async def load(self, keys: Sequence[SessionKey]) -> tuple[dict[SessionKey, StoredSession], int]:
-        async with self._redis.pipeline(transaction=False) as pipe:
-            pipe.time()
-            for k in keys:
-                pipe.hgetall(live_key(k.project_id, k.session_id))
-            replies: list[Any] = await pipe.execute()
-        seconds, micros = replies[0]
-        hashes = {k: {_text(f): _text(v) for f, v in replies[1 + i].items()} for i, k in enumerate(keys)}
-        ledgers = {k: parse_ledger(h) for k, h in hashes.items()}
-        events: dict[SessionKey, Mapping[str, LiveEvent]] = {}
-        missing: list[SessionKey] = []
-        for k, ledger in ledgers.items():
-            cached = self._cache.get(k)
-            if ledger is not None and cached is not None and cached[0] == ledger.version:
-                events[k] = cached[1]
-                self._cache.move_to_end(k)
+        stored: dict[SessionKey, StoredSession] = {}
+        clock_us = 0
+        self._loaded = {}
+        for i in range(0, len(keys), self._chunk):
+            clock_us = await self._load_chunk(keys[i : i + self._chunk], stored)
+        if not keys:
+            seconds, micros = await self._redis.time()
+            clock_us = int(seconds) * 1_000_000 + int(micros)
+        return stored, clock_us
+
+    async def _load_chunk(self, keys: Sequence[SessionKey], stored: dict[SessionKey, StoredSession]) -> int:
+        redis_keys: list[str] = []
+        cached_versions: list[str] = []
+        cache = self._cache
+        for k in keys:
+            redis_keys += [live_key(k.project_id, k.session_id), events_key(k.project_id, k.session_id)]
+            cached = cache.get(k)
+            cached_versions.append(str(cached[0]) if cached is not None else "")
+        reply: list[Any] = await self._load(keys=redis_keys, args=cached_versions)
+        unpack = LiveEvent.unpack
+        for i, k in enumerate(keys):
+            version, segments, sealed, sealed_end, frontier, entries = reply[2 + 2 * i]
+            raw = reply[3 + 2 * i]
+            ledger = None
+            if version is not None:
+                ledger = Ledger(
+                    int(segments or 0),
+                    int(sealed or 0),
+                    int(sealed_end) if sealed_end else None,
+                    int(frontier) if frontier else None,
+                    int(version),
+                )
+            events: dict[str, LiveEvent]
+            if raw == 0:  # the stored version is the cached one
+                events = cache[k][1]
+                cache.move_to_end(k)
             else:
-                missing.append(k)
-        if missing:
-            async with self._redis.pipeline(transaction=False) as pipe:
-                for k in missing:
-                    pipe.hgetall(events_key(k.project_id, k.session_id))
-                for k, raw in zip(missing, await pipe.execute(), strict=True):
-                    events[k] = {_text(f): LiveEvent.unpack(_text(f), v) for f, v in raw.items()}
-        self._loaded = events
-        stored = {k: StoredSession(ledgers[k], events[k], parse_journey_entries(hashes[k])) for k in keys}
-        return stored, int(seconds) * 1_000_000 + int(micros)
+                it = iter(raw)
+                events = {(f := _text(name)): unpack(f, value) for name, value in zip(it, it, strict=True)}
+            self._loaded[k] = events
+            stored[k] = StoredSession(ledger, events, _journey_entries(entries) if entries else frozenset())
+        return int(reply[0]) * 1_000_000 + int(reply[1])
 
     async def save(self, writes: Sequence[SessionWrite], now_ms: int = 0) -> None:
         cutoff = max(0, now_ms - RT_ACTIVE_KEEP_MS) if now_ms else 0
         for i in range(0, len(writes), self._chunk):
             chunk = writes[i : i + self._chunk]
             keys: list[str] = []
-            args: list[Any] = [cutoff, ACTIVE_SET_TTL_S]
+            sessions: list[list[Any]] = []
             for w in chunk:
-                keys += [live_key(w.key.project_id, w.key.session_id), events_key(w.key.project_id, w.key.session_id)]
+                project_id, session_id = w.key.project_id, w.key.session_id
+                keys += [live_key(project_id, session_id), events_key(project_id, session_id)]
                 u = w.update
-                fields: dict[str, str | int] = dict(ledger_fields(u.ledger))
-                if u.live is not None:
-                    fields.update(live_view_fields(u.live, u.last_event_type, w.timeout_ms))
-                if w.journey_entries:
-                    fields["journey_entries"] = orjson.dumps(sorted(w.journey_entries)).decode()
-                args += [w.ttl_s, 1 if w.reset_events else 0, len(u.added)]
+                added: list[str] = []
                 for e in u.added:
-                    args += [e.event_id, e.pack()]
-                args.append(orjson.dumps(sorted(u.dropped)))
-                args.append(orjson.dumps([str(x) for pair in fields.items() for x in pair]))
-            args.append(_realtime_arg([w.realtime for w in chunk]))
+                    added += [e.event_id, e.pack().decode()]
+                dropped = sorted(u.dropped) if u.dropped else []
+                sessions.append([str(w.ttl_s), "1" if w.reset_events else "0", added, dropped, _live_hash(w)])
+            args: list[bytes | int] = [
+                cutoff,
+                ACTIVE_SET_TTL_S,
+                orjson.dumps(sessions),
+                _realtime_arg([w.realtime for w in chunk]),
+            ]
             await self._save(keys=keys, args=args)
             for w in chunk:
                 self._remember(w)
 
     def _remember(self, w: SessionWrite) -> None:
-        base = {} if w.reset_events else self._loaded.get(w.key, {})
-        events = {k: v for k, v in base.items() if k not in w.update.dropped}
-        events.update((e.event_id, e) for e in w.update.added)
+        events = {} if w.reset_events else dict(self._loaded.get(w.key, {}))
+        for event_id in w.update.dropped:
+            events.pop(event_id, None)
+        for e in w.update.added:
+            events[e.event_id] = e
         old = self._cache.pop(w.key, None)
         self._cached -= len(old[1]) if old else 0
         self._cache[w.key] = (w.update.ledger.version, events)
@@ -291,6 +330,35 @@ class RedisSessionStore:
             return bool(await self._redis.ping())
         except Exception:
             return False
+
+
+def _live_hash(w: SessionWrite) -> list[str]:
+    """The live hash of a write as [field, value, ...]: :func:`ledger_fields`, :func:`live_view_fields` and
+    the journey entries, built directly (one list per session instead of two dicts and a conversion)."""
+    u, ledger, live = w.update, w.update.ledger, w.update.live
+    out = ["segments", str(ledger.segments), "sealed", str(ledger.sealed), "version", str(ledger.version)]
+    if ledger.sealed_end_ms is not None:
+        out += ["sealed_end_ms", str(ledger.sealed_end_ms)]
+    if ledger.frontier_ms is not None:
+        out += ["frontier_ms", str(ledger.frontier_ms)]
+    if live is not None:
+        out += [
+            "event_count", str(live.event_count),
+            "started_ms", str(live.started_ms),
+            "last_ms", str(live.ended_ms),
+            "last_event_type", u.last_event_type,
+            "page_views", str(live.page_views),
+            "error_count", str(live.error_count),
+            "segment", str(live.segment),
+            "closes_at_ms", str(live.ended_ms + w.timeout_ms),
+        ]  # fmt: skip
+        if live.user_id:
+            out += ["user_id", live.user_id]
+        if live.exit_page:
+            out += ["current_page", live.exit_page]
+    if w.journey_entries:
+        out += ["journey_entries", orjson.dumps(sorted(w.journey_entries)).decode()]
+    return out
 
 
 def _realtime_arg(updates: Sequence[RealtimeUpdate]) -> bytes:
@@ -448,6 +516,17 @@ class MemorySessionsTable:
             if key not in self.rows or self.rows[key][0] <= version:
                 self.rows[key] = (version, deleted, row)
 
+    async def insert_lines(self, table: str, lines: Sequence[bytes], columns: Sequence[str], token: str) -> None:
+        """``JSONEachRow`` lines (what the sessions sink sends), stored as the rows ClickHouse would read
+        back: times as UTC datetimes, like the values of schemas.rows.session_row."""
+        rows = []
+        for line in lines:
+            values = orjson.loads(line)
+            if list(values) != list(columns):
+                raise ValueError(f"{table}: line keys {list(values)} are not the columns {list(columns)}")
+            rows.append([_from_json(c, values[c]) for c in columns])
+        await self.insert(table, rows, columns, token)
+
     def journey_final(self, project_id: str) -> dict[tuple[str, str, int], list[Any]]:
         """``journey_sessions FINAL`` of a project by (journey, session, segment)."""
         return {
@@ -476,6 +555,17 @@ class MemorySessionsTable:
                 archived = ArchivedSegment(seg, _ms(row[_ENDED_AT]), int(row[_VERSION]))
                 out.setdefault(k, []).append(archived)
         return out
+
+
+_TIME_COLUMNS = frozenset({"started_at", "ended_at", "entered_at", "step_times", "converted_at", "closes_at"})
+
+
+def _from_json(column: str, value: Any) -> Any:
+    if column not in _TIME_COLUMNS or value is None:
+        return value
+    if isinstance(value, list):
+        return [_from_json(column, v) for v in value]
+    return datetime.fromtimestamp(value, tz=UTC)  # value = ms / 1000, as schemas.rows makes its datetimes
 
 
 _ENDED_AT = SESSION_COLUMNS.index("ended_at")

@@ -238,7 +238,7 @@ class _Live:
             self.tail_start = self.max_ts = self.check_at = None
             return
         self.tail_start = self.segments[-1][0].ts_ms
-        self.max_ts = max(e.ts_ms for e in self.segments[-1])
+        self.max_ts = self.segments[-1][-1].ts_ms  # events are in order, which starts with the time
         # Closed segments end before the tail starts, and later appends only close segments that end at or
         # after it: a lower bound of (earliest closed end) + horizon, without keeping track of every append.
         earliest_end = self.segments[0][-1].ts_ms if len(self.segments) > 1 else self.tail_start
@@ -288,16 +288,18 @@ def advance(
     applied: list[LiveEvent] = []
     not_applied = duplicates = 0
     earliest: tuple[int, int, int, int, str] | None = None
+    known = live.events
     for e in arrivals:
-        if e.event_id in live.events:
+        if e.event_id in known:
             duplicates += 1
             continue
-        if not ledger.admits(e, policy):
+        if ledger.sealed_end_ms is not None and not ledger.admits(e, policy):
             not_applied += 1
             continue
         added[e.event_id] = e
         applied.append(e)
-        earliest = e.order if earliest is None else min(earliest, e.order)
+        if earliest is None or e.order < earliest:
+            earliest = e.order
         if not live.add(e):
             continue
         live.resegment()
@@ -332,12 +334,16 @@ def advance(
     )
     total = ledger.sealed + len(segments)
     changed = bool(added or dropped or sealed_now)
+    written = ledger.segments  # before this update
+    if changed:
+        version = max(ledger.version + 1, version_floor)
+        ledger = Ledger(total, ledger.sealed, ledger.sealed_end_ms, ledger.frontier_ms, version)
     return SessionUpdate(
-        ledger=replace(ledger, segments=total, version=max(ledger.version + 1, version_floor)) if changed else ledger,
+        ledger=ledger,
         added=tuple(added.values()),
         dropped=frozenset(dropped),
         summaries=(*sealed_now, *summaries) if changed else (),
-        removed_segments=tuple(range(total + 1, ledger.segments + 1)) if changed else (),
+        removed_segments=tuple(range(total + 1, written + 1)) if changed else (),
         live=newest,
         last_event_type=segments[-1][-1].event_type if segments else "",
         not_applied=not_applied,

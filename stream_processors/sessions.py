@@ -33,20 +33,22 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import Any, Protocol
+from typing import Protocol
 
 from schemas.records import EventRecord
-from schemas.rows import JOURNEY_SESSION_COLUMNS, SESSION_COLUMNS, session_row, session_tombstone_row
-from schemas.sessions import LiveEvent, live_event, user_identity
+from schemas.rows import JOURNEY_SESSION_COLUMNS, SESSION_COLUMNS
+from schemas.sessions import LiveEvent, live_event, session_json_row, session_tombstone_json_row, user_identity
 from stream_processors import metrics
 from stream_processors.journey_rollup import rollup
-from stream_processors.journeys import match_tokens
+from stream_processors.journeys import JourneySpec, match_tokens
 from stream_processors.project_config import ProjectConfig
 from stream_processors.session_store import SegmentIndex, SessionKey, SessionStore, SessionWrite
 from stream_processors.sessionize import SessionPolicy, advance, ledger_from_archive
-from stream_processors.sinks import NO_ORIGIN, Origin, RowWriter, check_record, content_token
+from stream_processors.sinks import NO_ORIGIN, LineWriter, Origin, check_record, content_token
 
 __all__ = ["PolicySource", "ProjectConfigs", "SessionSink", "fixed_policy"]
+
+_NO_JOURNEY = ("", "", "")
 
 log = logging.getLogger("productgraph.processor.sessions")
 
@@ -71,17 +73,18 @@ class ProjectConfigs(Protocol):
 class _Batch:
     """Records added between two seals, per session in arrival order."""
 
-    arrivals: dict[SessionKey, list[LiveEvent]] = field(default_factory=dict)
-    unmatched: list[tuple[SessionKey, int, EventRecord]] = field(default_factory=list)  # no config at add()
+    # By (org_id, project_id, session_id): a tuple per record is cheaper than a SessionKey (made per session).
+    arrivals: dict[tuple[str, str, str], list[LiveEvent]] = field(default_factory=dict)
+    unmatched: list[tuple[tuple[str, str, str], int, EventRecord]] = field(default_factory=list)  # no config at add()
     identities: dict[str, str] = field(default_factory=dict)  # event id -> active-users member, not its user.id
     count: int = 0
 
 
 @dataclass
 class _Plan:
-    rows: list[list[Any]]
+    rows: list[bytes]  # JSONEachRow lines
     token: str
-    journey_rows: list[list[Any]]
+    journey_rows: list[bytes]
     journey_token: str
     writes: list[SessionWrite]
     now_ms: int
@@ -96,7 +99,7 @@ class SessionSink:
         self,
         store: SessionStore,
         index: SegmentIndex,
-        writer: RowWriter,
+        writer: LineWriter,
         policy: PolicySource,
         ttl_s: Callable[[SessionPolicy], int],
         kind: str = "sessions",
@@ -116,17 +119,18 @@ class SessionSink:
     def add(self, record: EventRecord, origin: Origin = NO_ORIGIN) -> None:
         check_record(record)
         batch = self._open
-        key = SessionKey(record.org_id, record.project_id, record.session_id)
+        key = (record.org_id, record.project_id, record.session_id)
         arrivals = batch.arrivals.get(key)
         if arrivals is None:
             arrivals = batch.arrivals[key] = []
-        config = self._config.get(record.project_id) if self._config is not None else None
-        if self._config is not None and config is None:
-            batch.unmatched.append((key, len(arrivals), record))
-            event = live_event(record, origin.offset)
-        else:
-            tokens = match_tokens(config.journeys, record) if config is not None and config.journeys else ()
-            event = live_event(record, origin.offset, tokens)
+        tokens: tuple[str, ...] = ()
+        if self._config is not None:
+            config = self._config.get(record.project_id)
+            if config is None:
+                batch.unmatched.append((key, len(arrivals), record))
+            elif config.journeys:
+                tokens = match_tokens(config.journeys, record)
+        event = live_event(record, origin.offset, tokens)
         if not event.user_id and record.fields.get("user.anonymous_id"):
             batch.identities[record.event_id] = user_identity(record)
         arrivals.append(event)
@@ -153,11 +157,11 @@ class SessionSink:
             self._plan = await self._prepare(sealed)
         plan = self._plan
         if plan.rows and not plan.rows_stored:
-            await self._writer.insert("sessions", plan.rows, SESSION_COLUMNS, plan.token)
+            await self._writer.insert_lines("sessions", plan.rows, SESSION_COLUMNS, plan.token)
             plan.rows_stored = True
             metrics.SESSION_ROWS.labels(kind=self._kind).inc(len(plan.rows))
         if plan.journey_rows and not plan.journey_rows_stored:
-            await self._writer.insert(
+            await self._writer.insert_lines(
                 "journey_sessions", plan.journey_rows, JOURNEY_SESSION_COLUMNS, plan.journey_token
             )
             plan.journey_rows_stored = True
@@ -165,67 +169,78 @@ class SessionSink:
         self._plan = None
         self._sealed = None
 
-    def _project_policy(self, project_id: str) -> SessionPolicy:
-        base = self._policy(project_id)
-        config = self._config.get(project_id) if self._config is not None else None
-        return config.policy(base) if config is not None else base
-
     async def _configure(self, batch: _Batch) -> None:
         """Load the batch's project configurations; match the records kept because theirs was not cached."""
         if self._config is None:
             return
-        await self._config.prefetch({(k.org_id, k.project_id) for k in batch.arrivals})
+        await self._config.prefetch({(org_id, project_id) for org_id, project_id, _ in batch.arrivals})
         for key, i, record in batch.unmatched:
-            config = self._config.get(key.project_id)
+            config = self._config.get(key[1])
             if config is not None and config.journeys:
                 tokens = match_tokens(config.journeys, record)
                 if tokens:
                     batch.arrivals[key][i] = replace(batch.arrivals[key][i], journeys=tokens)
         batch.unmatched = []
 
+    def _project(self, project_id: str) -> tuple[SessionPolicy, tuple[JourneySpec, ...], int]:
+        """The project's policy, journeys and live-state TTL (s), as configured now."""
+        config = self._config.get(project_id) if self._config is not None else None
+        base = self._policy(project_id)
+        policy = config.policy(base) if config is not None else base
+        return policy, config.journeys if config is not None else (), self._ttl_s(policy)
+
     async def _prepare(self, batch: _Batch) -> _Plan:
-        keys = list(batch.arrivals)
         await self._configure(batch)
+        keys = [SessionKey(*k) for k in batch.arrivals]
+        arrivals = list(batch.arrivals.values())
         stored, clock_us = await self._store.load(keys)
         now_ms = clock_us // 1000
         unknown = [k for k in keys if stored[k].ledger is None]
         archived = await self._index.segments(unknown) if unknown else {}
-        rows: list[list[Any]] = []
-        journey_rows: list[list[Any]] = []
+        rows: list[bytes] = []
+        row_keys: list[str] = []  # "project:session:segment:version" per row: the insert's dedup token
+        journey_rows: list[bytes] = []
+        journey_keys: list[str] = []
         writes: list[SessionWrite] = []
         not_applied = 0
-        for key in keys:
-            policy = self._project_policy(key.project_id)
-            config = self._config.get(key.project_id) if self._config is not None else None
+        projects: dict[str, tuple[SessionPolicy, tuple[JourneySpec, ...], int]] = {}  # fixed for the batch
+        for key, arrived in zip(keys, arrivals, strict=True):
+            project = projects.get(key.project_id)
+            if project is None:
+                project = projects[key.project_id] = self._project(key.project_id)
+            policy, journeys, ttl = project
             state = stored[key]
             ledger = state.ledger
             if ledger is None:
-                ledger = ledger_from_archive(archived.get(key, []), clock_us - self._ttl_s(policy) * 1_000_000)
+                ledger = ledger_from_archive(archived.get(key, []), clock_us - ttl * 1_000_000)
             events = state.events if state.ledger is not None else {}
-            update = advance(ledger, events, batch.arrivals[key], policy, version_floor=clock_us)
+            update = advance(ledger, events, arrived, policy, version_floor=clock_us)
             not_applied += update.not_applied
             if not update.changed:
                 continue
             version = update.ledger.version
-            journeys = config.journeys if config is not None else ()
             done = rollup(key, update, journeys, state.journey_entries, policy, now_ms, batch.identities)
-            journey_rows += done.journey_rows
+            if done.journey_rows:
+                journey_rows += done.journey_rows
+                journey_keys += done.journey_keys
+            org_id, project_id, session_id = key.org_id, key.project_id, key.session_id
+            named = done.session_journeys
             for summary in update.summaries:
-                fields = done.session_journeys.get(summary.segment, ("", "", ""))
-                rows.append(session_row(key.org_id, key.project_id, key.session_id, summary, version, fields))
-            newest = update.live.ended_ms if update.live is not None else 0
-            rows += [
-                session_tombstone_row(key.org_id, key.project_id, key.session_id, n, version, newest)
-                for n in update.removed_segments
-            ]
+                fields = named.get(summary.segment, _NO_JOURNEY) if named else _NO_JOURNEY
+                rows.append(session_json_row(org_id, project_id, session_id, summary, version, fields))
+                row_keys.append(f"{project_id}:{session_id}:{summary.segment}:{version}")
+            if update.removed_segments:
+                newest = update.live.ended_ms if update.live is not None else 0
+                for n in update.removed_segments:
+                    rows.append(session_tombstone_json_row(org_id, project_id, session_id, n, version, newest))
+                    row_keys.append(f"{project_id}:{session_id}:{n}:{version}")
             reset = state.ledger is None and bool(state.events)
-            ttl = self._ttl_s(policy)
             writes.append(SessionWrite(key, update, ttl, policy.timeout_ms, reset, done.entries, done.realtime))
         if not_applied:
             metrics.SESSION_EVENTS_NOT_APPLIED.labels(kind=self._kind).inc(not_applied)
             log.info("%d events older than the live state of their session: stored, not sessionized", not_applied)
-        token = content_token("sessions", (f"{r[1]}:{r[2]}:{r[3]}:{r[4]}" for r in rows))
-        journey_token = content_token("journey_sessions", (f"{r[1]}:{r[2]}:{r[3]}:{r[4]}:{r[5]}" for r in journey_rows))
+        token = content_token("sessions", row_keys)
+        journey_token = content_token("journey_sessions", journey_keys)
         return _Plan(rows, token, journey_rows, journey_token, writes, now_ms)
 
     async def ping(self) -> bool:
