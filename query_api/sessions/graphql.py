@@ -16,9 +16,10 @@ from urllib.parse import quote
 import strawberry
 from strawberry.scalars import JSON
 from strawberry.types import Info
+from strawberry.types.nodes import SelectedField, Selection
 
 from query_api.context import QueryContext
-from query_api.sessions import model, service
+from query_api.sessions import model, service, sql
 from query_api.sessions.diff import PathChange
 from query_api.tenant_scope import Tenant
 
@@ -241,24 +242,43 @@ class SessionReplay:
     _selection: strawberry.Private[service.ReplaySelection]
     _first: strawberry.Private[int]
     _after: strawberry.Private[str | None]
+    _columns: strawberry.Private[tuple[str, ...]] = sql.EVENT_COLUMNS
+    _wants_events: strawberry.Private[bool] = True
+    # Started by the first field that needs it (or by ``sessionReplay`` itself), shared by the others.
+    _page: strawberry.Private[asyncio.Future[tuple[model.ReplayPage, model.Timeline | None]] | None] = None
     _timeline: strawberry.Private[asyncio.Future[model.Timeline] | None] = None
-    _events: strawberry.Private[asyncio.Future[model.ReplayPage] | None] = None
+
+    def _page_of(self, ctx: QueryContext) -> asyncio.Future[tuple[model.ReplayPage, model.Timeline | None]]:
+        if self._page is None:
+            self._page = asyncio.ensure_future(
+                service.replay_page_and_timeline(
+                    ctx, self._tenant, self._selection, self._first, self._after, self._columns
+                )
+            )
+        return self._page
 
     @strawberry.field(description="events ordered by (timestamp, sequence, receive order), one page")
     async def events(self, info: Info[QueryContext, None]) -> ReplayEventPage:
-        if self._events is not None:
-            page = await self._events
-        else:
-            page = await service.replay_events(info.context, self._tenant, self._selection, self._first, self._after)
+        page, _ = await asyncio.shield(self._page_of(info.context))
         return ReplayEventPage(
             nodes=[_event(e) for e in page.events],
             page_info=SessionPageInfo(has_next_page=page.has_next_page, end_cursor=page.end_cursor),
         )
 
+    async def _read_timeline(self, ctx: QueryContext) -> model.Timeline:
+        if self._wants_events:  # the events page gives the timeline when it holds the whole selection
+            _, timeline = await asyncio.shield(self._page_of(ctx))
+            if timeline is not None:
+                return timeline
+        return await service.replay_timeline(ctx, self._tenant, self._selection)
+
+    def _timeline_started(self, ctx: QueryContext) -> asyncio.Future[model.Timeline]:
+        if self._timeline is None:  # the three timeline fields share one read
+            self._timeline = asyncio.ensure_future(self._read_timeline(ctx))
+        return self._timeline
+
     async def _timeline_of(self, ctx: QueryContext) -> model.Timeline:
-        if self._timeline is None:  # the three timeline fields share one query
-            self._timeline = asyncio.ensure_future(service.replay_timeline(ctx, self._tenant, self._selection))
-        return await asyncio.shield(self._timeline)
+        return await asyncio.shield(self._timeline_started(ctx))
 
     @strawberry.field(description="each page.view: from the previous page view's path (at most 1000)")
     async def page_transitions(self, info: Info[QueryContext, None]) -> list[PageTransition]:
@@ -287,6 +307,25 @@ class SessionReplay:
     @strawberry.field(description="true when a timeline list was cut at 1000 entries")
     async def timeline_truncated(self, info: Info[QueryContext, None]) -> bool:
         return (await self._timeline_of(info.context)).truncated
+
+
+def _event_columns(replay_fields: list[Selection]) -> tuple[str, ...]:
+    """The events columns a replay query needs: all, when any ``events.nodes`` selection asks for
+    ``attributes``, ``metadata`` or ``extra`` or goes through a fragment (not looked into), else the narrow set."""
+    for f in replay_fields:
+        if not isinstance(f, SelectedField):
+            return sql.EVENT_COLUMNS
+        if f.name != "events":
+            continue
+        for page_field in f.selections:
+            if not isinstance(page_field, SelectedField):
+                return sql.EVENT_COLUMNS
+            if page_field.name == "nodes" and any(
+                not isinstance(n, SelectedField) or n.name in ("attributes", "metadata", "extra")
+                for n in page_field.selections
+            ):
+                return sql.EVENT_COLUMNS
+    return sql.NARROW_EVENT_COLUMNS
 
 
 @strawberry.type
@@ -329,35 +368,31 @@ class SessionQuery:
         tenant = await info.context.tenant(str(project_id))
         service.check_replay_page(first, after, session_id, segment)
         ctx = info.context
-        events: asyncio.Future[model.ReplayPage] | None = None
-        timeline: asyncio.Future[model.Timeline] | None = None
+        fields = info.selected_fields[0].selections
+        columns = _event_columns(fields)
+        selected = {f.name if isinstance(f, SelectedField) else "*" for f in fields}
+        if "*" in selected:  # fragments: assume everything is selected
+            selected |= {"events", "pageTransitions"}
+        wants_events = "events" in selected
+        replay = SessionReplay(
+            session_id=session_id, segment=segment, segments=[], _tenant=tenant,
+            _selection=service.ReplaySelection(session_id, None, []), _first=first, _after=after,
+            _columns=columns, _wants_events=wants_events,
+        )  # fmt: skip
         if segment is None:
             # The whole session: events and timeline do not depend on the segments, so the reads the query
             # selects start now, next to the segments' read (one round trip instead of two in a row).
-            whole = service.ReplaySelection(session_id, None, [])
-            fields = info.selected_fields[0].selections
-            selected = {getattr(f, "name", "*") for f in fields}
-            if "*" in selected:  # fragments: assume everything is selected
-                selected |= {"events", "pageTransitions"}
-            if "events" in selected:
-                events = asyncio.ensure_future(service.replay_events(ctx, tenant, whole, first, after))
-            if selected & {"pageTransitions", "apiCalls", "errors", "timelineTruncated"}:
-                timeline = asyncio.ensure_future(service.replay_timeline(ctx, tenant, whole))
+            if wants_events:
+                replay._page_of(ctx)
+            elif selected & {"pageTransitions", "apiCalls", "errors", "timelineTruncated"}:
+                replay._timeline_started(ctx)
         try:
             sel = await service.select_replay(ctx, tenant, session_id, segment)
         except BaseException:
-            for f in (events, timeline):
+            for f in (replay._page, replay._timeline):
                 if f is not None:
                     f.cancel()
             raise
-        return SessionReplay(
-            session_id=session_id,
-            segment=segment,
-            segments=[_segment(s, tenant.project_id) for s in sel.segments],
-            _tenant=tenant,
-            _selection=sel,
-            _first=first,
-            _after=after,
-            _timeline=timeline,
-            _events=events,
-        )
+        replay.segments = [_segment(s, tenant.project_id) for s in sel.segments]
+        replay._selection = sel  # the same span as the whole-session reads started above (None)
+        return replay

@@ -13,7 +13,6 @@ errors).  :func:`session_replay` does all three.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -44,6 +43,7 @@ __all__ = [
     "check_replay_page",
     "count_sessions",
     "replay_events",
+    "replay_page_and_timeline",
     "replay_timeline",
     "search_sessions",
     "select_replay",
@@ -163,14 +163,34 @@ def check_replay_page(first: int, after: str | None, session_id: str, segment: i
 
 
 async def replay_events(
-    reader: Reader, tenant: Tenant, sel: ReplaySelection, first: int = 100, after: str | None = None
+    reader: Reader,
+    tenant: Tenant,
+    sel: ReplaySelection,
+    first: int = 100,
+    after: str | None = None,
+    columns: tuple[str, ...] = sql.EVENT_COLUMNS,
 ) -> ReplayPage:
+    """One page; ``columns`` :data:`sql.NARROW_EVENT_COLUMNS` when no attributes/metadata/extra are wanted."""
+    return (await replay_page_and_timeline(reader, tenant, sel, first, after, columns))[0]
+
+
+async def replay_page_and_timeline(
+    reader: Reader,
+    tenant: Tenant,
+    sel: ReplaySelection,
+    first: int = 100,
+    after: str | None = None,
+    columns: tuple[str, ...] = sql.EVENT_COLUMNS,
+) -> tuple[ReplayPage, Timeline | None]:
+    """One page, and the timeline when that first page holds every event of the selection (most sessions):
+    one query instead of two.  None: read it with :func:`replay_timeline`."""
     cursor = check_replay_page(first, after, sel.session_id, sel.segment)
     size = first
-    rows = await _rows(reader, tenant, sql.events_query(sel.session_id, sel.span, cursor, size + 1))
-    events = [sql.replay_event(r) for r in rows[:size]]
+    rows = await _rows(reader, tenant, sql.events_query(sel.session_id, sel.span, cursor, size + 1, columns))
+    events = [sql.replay_event(r, columns) for r in rows[:size]]
     end = sql.event_cursor(events[-1], sel.session_id, sel.segment) if events else None
-    return ReplayPage(events, len(rows) > size, end)
+    whole = cursor is None and len(rows) <= size
+    return ReplayPage(events, len(rows) > size, end), sql.timeline_from_events(rows, columns) if whole else None
 
 
 async def replay_timeline(reader: Reader, tenant: Tenant, sel: ReplaySelection) -> Timeline:
@@ -188,7 +208,5 @@ async def session_replay(
     """Everything of a replay at once (the MCP tool's answer); GraphQL runs the parts it is asked for."""
     check_replay_page(first, after, session_id, segment)
     sel = await select_replay(reader, tenant, session_id, segment)
-    page, timeline = await asyncio.gather(
-        replay_events(reader, tenant, sel, first, after), replay_timeline(reader, tenant, sel)
-    )
-    return SessionReplay(sel, page, timeline)
+    page, timeline = await replay_page_and_timeline(reader, tenant, sel, first, after)
+    return SessionReplay(sel, page, timeline or await replay_timeline(reader, tenant, sel))
