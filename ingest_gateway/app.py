@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
@@ -38,6 +37,7 @@ from ingest_gateway.publisher import EventPublisher
 from ingest_gateway.service import IngestService, ResolvedKey
 from ingest_gateway.settings import GatewaySettings
 from productgraph.db import KeyInfo, open_pool, resolve_api_key
+from productgraph.runtime import settle_heap
 
 __all__ = ["GatewayPublisher", "create_app"]
 
@@ -58,20 +58,6 @@ _DOWN = {"status": "unavailable", "down": ["kafka"]}
 
 def _json(status: int, body: dict[str, Any]) -> Response:
     return Response(orjson.dumps(body), status_code=status, media_type="application/json")
-
-
-def _settle_heap(gen0_threshold: int) -> None:
-    """Keep the cyclic GC off the start-up heap (modules, FastAPI, aiokafka: ~100k objects).
-
-    Every request allocates hundreds of containers (parsed events, records, futures); those of the
-    requests in flight survive young collections and keep triggering full ones, which scanned the whole
-    heap each time: a fifth of the gateway's CPU at batch 100 (py-spy).  Frozen objects are never
-    scanned; a larger young generation lets most of a request's objects die before a collection.
-    """
-    gc.collect()
-    gc.freeze()
-    _, gen1, gen2 = gc.get_threshold()
-    gc.set_threshold(gen0_threshold, gen1, gen2)
 
 
 def create_app(
@@ -138,7 +124,7 @@ def create_app(
             await open_()
         connector = asyncio.create_task(connect_producer())
         if s.gc_freeze:
-            _settle_heap(s.gc_gen0_threshold)
+            settle_heap(s.gc_gen0_threshold)
         try:
             yield
         finally:

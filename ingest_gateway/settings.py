@@ -32,7 +32,3 @@ class GatewaySettings(ServerSettings):
     dedup_window_s: int = Field(24 * 3600, description="default window in which an event id counts as duplicate")
     redis_timeout_s: float = Field(0.5, description="Redis answer timeout on the ingest path (then fail open)")
     retry_after_s: int = Field(5, description="Retry-After of 503 answers when Kafka or the key store is down")
-    gc_freeze: bool = Field(
-        True, description="after start-up, move every object to the GC's permanent generation (see app.py)"
-    )
-    gc_gen0_threshold: int = Field(20_000, description="allocations between young-generation collections")

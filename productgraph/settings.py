@@ -35,6 +35,10 @@ class ServerSettings(BaseSettings):
     redis_url: str = "redis://127.0.0.1:6379/0"
     events_topic_partitions: int = Field(6, description="partitions of the events topic when creating it")
     log_level: str = "INFO"
+    gc_freeze: bool = Field(
+        True, description="after start-up, move every object to the GC's permanent generation (productgraph.runtime)"
+    )
+    gc_gen0_threshold: int = Field(20_000, description="allocations between young-generation collections")
 
 
 class MigrateSettings(ServerSettings):

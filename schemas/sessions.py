@@ -227,9 +227,10 @@ def user_identity(record: EventRecord) -> str:
     return f"session:{record.session_id}"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class SessionSummary:
-    """The attributes of one session segment (analytics-semantics.md, precise rule 3)."""
+    """The attributes of one session segment (analytics-semantics.md, precise rule 3).  Treated as immutable;
+    not ``frozen`` for the same reason as :class:`LiveEvent` (one per changed segment per flush)."""
 
     segment: int  # from 1
     started_ms: int

@@ -22,7 +22,7 @@ from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import orjson
 import redis.asyncio as aioredis
@@ -50,8 +50,10 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True, slots=True, order=True)
-class SessionKey:
+class SessionKey(NamedTuple):
+    """A session id of a project.  A named tuple, not a dataclass: it keys every per-session dict of a
+    flush, and a tuple is built and hashed in C."""
+
     org_id: str
     project_id: str
     session_id: str
@@ -158,6 +160,10 @@ def _text(v: bytes | str) -> str:
     return v.decode() if isinstance(v, bytes) else v
 
 
+def _bytes(v: bytes | str) -> bytes:
+    return v if isinstance(v, bytes) else v.encode()
+
+
 # Saves the sessions of a flush atomically (a script runs alone; its effects reach the AOF and replicas as
 # one transaction).  KEYS: live, events per session.  ARGV: trim cutoff of the active sets (ms, 0: none),
 # their TTL, then the chunk's sessions as one JSON array (in KEYS order) of [ttl, reset ("0"/"1"),
@@ -167,7 +173,12 @@ def _text(v: bytes | str) -> str:
 # strings: Lua would print large ones in exponent form).  Two JSON documents instead of a few arguments per
 # session and two per event: packing arguments one by one was most of the client's cost of a save.
 # The rt: keys travel in ARGV: like the sessions of one chunk they are not in one cluster slot anyway.
+# ARGV[5] is the new ledger version of the chunk's first session: a chunk whose script already ran (a save
+# retried after a later chunk failed, or after a reply lost with the connection) finds it and changes
+# nothing, so its counter increments are never applied twice.  One session tells for the whole chunk:
+# scripts are atomic, versions are unique per write, and a retry cuts the same chunks.
 _SAVE = """
+if redis.call('HGET', KEYS[1], 'version') == ARGV[5] then return 0 end
 local cutoff, zttl = ARGV[1], ARGV[2]
 local sessions = cjson.decode(ARGV[3])
 local zsets = {}
@@ -214,7 +225,7 @@ _LOAD = """
 local t = redis.call('TIME')
 local out = {t[1], t[2]}
 for s = 1, #ARGV do
-  local h = redis.call('HMGET', KEYS[2 * s - 1], %s)
+  local h = redis.call('HMGET', KEYS[2 * s - 1], FIELDS)
   out[#out + 1] = h
   if h[1] and h[1] == ARGV[s] then
     out[#out + 1] = 0
@@ -223,24 +234,29 @@ for s = 1, #ARGV do
   end
 end
 return out
-""" % ", ".join(f"'{f}'" for f in _LEDGER_READ)
+""".replace("FIELDS", ", ".join(f"'{f}'" for f in _LEDGER_READ))
 
 
 class RedisSessionStore:
     """Redis, with a bounded cache of the live events this process loaded or saved.  A cached session is
     used only while its ledger version in Redis is the one cached (the load script compares them); any other
     writer (a previous owner of the partition, an expiry) changes or removes the version and the events are
-    read again.  ``load`` and ``save`` run one script per ``chunk`` sessions."""
+    read again.  ``load`` and ``save`` run one script per ``chunk`` sessions.
+
+    The cache keeps events packed (``{event id: packed bytes}``, as stored in Redis), not as
+    :class:`LiveEvent` objects: a dict of strings and bytes is invisible to the cyclic garbage collector,
+    while hundreds of thousands of cached objects made its full collections a quarter of the process's CPU.
+    A cached session's events are unpacked when it is loaded again."""
 
     def __init__(self, redis: aioredis.Redis, cache_events: int = 500_000, chunk: int = 500) -> None:
         self._redis = redis
         self._save = redis.register_script(_SAVE)
         self._load = redis.register_script(_LOAD)
-        self._cache: OrderedDict[SessionKey, tuple[int, dict[str, LiveEvent]]] = OrderedDict()
+        self._cache: OrderedDict[SessionKey, tuple[int, dict[str, bytes]]] = OrderedDict()
         self._cached = 0
         self._cache_events = cache_events
         self._chunk = chunk
-        self._loaded: dict[SessionKey, Mapping[str, LiveEvent]] = {}
+        self._loaded: dict[SessionKey, dict[str, bytes]] = {}  # packed events of the last load
 
     async def load(self, keys: Sequence[SessionKey]) -> tuple[dict[SessionKey, StoredSession], int]:
         stored: dict[SessionKey, StoredSession] = {}
@@ -275,14 +291,15 @@ class RedisSessionStore:
                     int(frontier) if frontier else None,
                     int(version),
                 )
-            events: dict[str, LiveEvent]
+            packed: dict[str, bytes]
             if raw == 0:  # the stored version is the cached one
-                events = cache[k][1]
+                packed = cache[k][1]
                 cache.move_to_end(k)
             else:
                 it = iter(raw)
-                events = {(f := _text(name)): unpack(f, value) for name, value in zip(it, it, strict=True)}
-            self._loaded[k] = events
+                packed = {_text(name): _bytes(value) for name, value in zip(it, it, strict=True)}
+            self._loaded[k] = packed
+            events = {event_id: unpack(event_id, value) for event_id, value in packed.items()}
             stored[k] = StoredSession(ledger, events, _journey_entries(entries) if entries else frozenset())
         return int(reply[0]) * 1_000_000 + int(reply[1])
 
@@ -292,33 +309,42 @@ class RedisSessionStore:
             chunk = writes[i : i + self._chunk]
             keys: list[str] = []
             sessions: list[list[Any]] = []
+            packs: list[list[tuple[str, bytes]]] = []
             for w in chunk:
                 project_id, session_id = w.key.project_id, w.key.session_id
                 keys += [live_key(project_id, session_id), events_key(project_id, session_id)]
                 u = w.update
                 added: list[str] = []
-                for e in u.added:
-                    added += [e.event_id, e.pack().decode()]
+                packed = [(e.event_id, e.pack()) for e in u.added]
+                for event_id, value in packed:
+                    added += [event_id, value.decode()]
+                packs.append(packed)
                 dropped = sorted(u.dropped) if u.dropped else []
                 sessions.append([str(w.ttl_s), "1" if w.reset_events else "0", added, dropped, _live_hash(w)])
-            args: list[bytes | int] = [
+            args: list[bytes | int | str] = [
                 cutoff,
                 ACTIVE_SET_TTL_S,
                 orjson.dumps(sessions),
                 _realtime_arg([w.realtime for w in chunk]),
+                str(chunk[0].update.ledger.version),
             ]
             await self._save(keys=keys, args=args)
-            for w in chunk:
-                self._remember(w)
+            for w, packed in zip(chunk, packs, strict=True):
+                self._remember(w, packed)
 
-    def _remember(self, w: SessionWrite) -> None:
-        events = {} if w.reset_events else dict(self._loaded.get(w.key, {}))
-        for event_id in w.update.dropped:
-            events.pop(event_id, None)
-        for e in w.update.added:
-            events[e.event_id] = e
+    def _remember(self, w: SessionWrite, added: list[tuple[str, bytes]]) -> None:
+        """Cache what the save left in Redis: the loaded events (none after a reset), less the dropped,
+        plus the added.  A session saved without being loaded first is not cached (its other events are
+        unknown here)."""
         old = self._cache.pop(w.key, None)
         self._cached -= len(old[1]) if old else 0
+        loaded = {} if w.reset_events else self._loaded.get(w.key)
+        if loaded is None:
+            return
+        events = dict(loaded)
+        for event_id in w.update.dropped:
+            events.pop(event_id, None)
+        events.update(added)
         self._cache[w.key] = (w.update.ledger.version, events)
         self._cached += len(events)
         while self._cached > self._cache_events and self._cache:

@@ -16,8 +16,10 @@ runner seals a batch and flushes it while it adds the next records, which wait f
    every session's update with :func:`stream_processors.sessionize.advance` and its journeys, rows and
    counters with :func:`stream_processors.journey_rollup.rollup` (both pure).
 2. *rows*: insert the rows of every changed segment, plus ``is_deleted`` rows for merged-away segments,
-   with one dedup token per table (``sessions``, then ``journey_sessions``, same versions).  Versions
-   come from the Redis clock and the ledger, so they only grow.
+   with one dedup token per table (``sessions``, then ``journey_sessions``, same versions), as
+   ``JSONEachRow`` lines (:func:`schemas.sessions.session_json_row`: the stored values of
+   :func:`schemas.rows.session_row` for far less of this process's CPU).  Versions come from the Redis
+   clock and the ledger, so they only grow.
 3. *state*: save the new ledgers, events, live views, journey entries and counter increments to Redis,
    one script per chunk of sessions (:class:`~stream_processors.session_store.RedisSessionStore`).
 

@@ -14,6 +14,7 @@ from collections.abc import Callable
 import redis.asyncio as aioredis
 
 from productgraph.connections import clickhouse_client
+from productgraph.runtime import settle_heap
 from stream_processors import KIND_NAMES
 from stream_processors.ops import OpsServer
 from stream_processors.project_config import PostgresConfigSource, ProjectConfigCache
@@ -80,6 +81,8 @@ async def _build_sinks(kind: str, settings: ProcessorSettings) -> list[Sink]:
 
 async def _run(kind: str, settings: ProcessorSettings) -> None:
     runner = BatchRunner(kind, await _build_sinks(kind, settings), settings)
+    if settings.gc_freeze:
+        settle_heap(settings.gc_gen0_threshold)
     install_signal_handlers(runner)
     ops = OpsServer(runner, settings.metrics_host, settings.metrics_port) if settings.metrics_port else None
     if ops is not None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -102,11 +103,14 @@ async def test_journey_entries_and_realtime_updates_are_saved_with_the_session(
     )
     await store.save([SessionWrite(key, u, 60, POLICY.timeout_ms, journey_entries=frozenset({"1|j|1|0"}), realtime=rt)])
     second = RealtimeUpdate(counters=((counter, -1, 4_000_000_000),), active=((zset, "fresh", now_ms - 5000),))
+    # each save is a new write (a new version): one with the version already stored is a retry, skipped
+    u = replace(u, ledger=replace(u.ledger, version=2))
     await store.save([SessionWrite(key, u, 60, POLICY.timeout_ms, realtime=second)], now_ms=now_ms)
     loaded, _ = await store.load([key])
     assert loaded[key].journey_entries == frozenset() and loaded[key].events["a"].journeys == ("j/1",)
     # INCRBY 2 then -1; ZADD GT keeps the newer score; the trim drops members older than 10 minutes
     assert await _realtime_state(store, redis_client, [counter, zset]) == {counter: 1, zset: [("fresh", now_ms - 1000)]}
+    u = replace(u, ledger=replace(u.ledger, version=3))
     await store.save([SessionWrite(key, u, 60, POLICY.timeout_ms, journey_entries=frozenset({"1|j|1|0", "1|j|2|5"}))])
     loaded, _ = await store.load([key])
     assert loaded[key].journey_entries == {"1|j|1|0", "1|j|2|5"}
@@ -151,3 +155,55 @@ async def test_the_cache_never_serves_a_session_another_writer_changed(redis_cli
     await other.save([SessionWrite(key, v, 60, POLICY.timeout_ms)])  # e.g. the partition's next owner
     loaded, _ = await mine.load([key])
     assert set(loaded[key].events) == {"a", "b"} and loaded[key].ledger == v.ledger
+
+
+async def test_save_and_load_scripts_keep_edge_cases_exact(redis_client: aioredis.Redis) -> None:
+    """The save script gets a chunk's sessions as one JSON document and the load script answers in one
+    reply: empty added/dropped lists, unicode, quotes and control characters in every string, a session of
+    thousands of events and more sessions than a chunk come back exactly, from the cache and from Redis."""
+    odd = 'ü日本\U0001f600 "q" \\ \t\x00|'
+    events = [
+        LiveEvent(f"e{i}{odd if i % 3 == 0 else ''}", i, i % 4, 7, i, "page.view", f"/p{odd}{i}", odd, odd, "", odd)
+        for i in range(3000)
+    ]
+    big = _key()
+    small = [_key() for _ in range(5)]  # with chunk=2: three save and three load scripts
+    first = advance(Ledger(), {}, events, POLICY, 1)
+    tiny = [
+        advance(Ledger(), {}, [LiveEvent(f"only-{odd}", 5, user_id=odd, page=odd, event_type="page.view")], POLICY, 1)
+    ]
+    writer = RedisSessionStore(redis_client, chunk=2)
+    await writer.save(
+        [SessionWrite(big, first, 60, POLICY.timeout_ms)] + [SessionWrite(k, tiny[0], 60, 10) for k in small]
+    )
+    # nothing added, nothing dropped: only the ledger and live view move (cjson decodes [] as an empty table)
+    idle = replace(first, added=(), dropped=frozenset(), ledger=replace(first.ledger, version=2))
+    await writer.save([SessionWrite(big, idle, 60, POLICY.timeout_ms, journey_entries=frozenset({f"1|{odd}|1|0"}))])
+    for store in (writer, RedisSessionStore(redis_client, chunk=2)):  # cached, then read from Redis
+        loaded, _ = await store.load([big, *small])
+        assert loaded[big].ledger == idle.ledger and loaded[big].journey_entries == {f"1|{odd}|1|0"}
+        assert loaded[big].events == {e.event_id: e for e in events if e.event_id in loaded[big].events}
+        assert set(loaded[big].events) == {e.event_id for e in first.added}
+        assert all(loaded[k].events == {f"only-{odd}": tiny[0].added[0]} for k in small)
+    view = await redis_client.hgetall(live_key(small[0].project_id, small[0].session_id))
+    assert view[b"user_id"].decode() == odd and view[b"current_page"].decode() == odd
+
+
+async def test_a_retried_save_counts_each_chunk_once(redis_client: aioredis.Redis) -> None:
+    """A flush retries its whole save after a failure: chunks whose script already ran (before the failure,
+    or whose reply was lost) must not add their counter increments again."""
+    p = uuid.uuid4().hex
+    counter = f"rt:{p}:epm:29000000"
+    keys = [_key() for _ in range(3)]
+    writes = [
+        SessionWrite(k, advance(Ledger(), {}, [LiveEvent(f"e{i}", i)], POLICY, 100 + i), 60, 10,
+                     realtime=RealtimeUpdate(counters=((counter, 1, 4_000_000_000),)))
+        for i, k in enumerate(keys)
+    ]  # fmt: skip
+    store = RedisSessionStore(redis_client, chunk=1)
+    await store.save(writes[:2])  # the first two chunks ran, then the connection failed
+    await store.save(writes)  # the retry
+    await store.save(writes)  # and one more whose reply was lost
+    assert int(await redis_client.get(counter)) == 3
+    loaded, _ = await RedisSessionStore(redis_client).load(keys)
+    assert [set(loaded[k].events) for k in keys] == [{"e0"}, {"e1"}, {"e2"}]
