@@ -6,6 +6,7 @@ step (bounced or dropped, as of now), newest entry first, with their replay argu
 
 from __future__ import annotations
 
+import asyncio
 import time
 from datetime import UTC, datetime, timedelta
 
@@ -26,11 +27,11 @@ _DROPPED_SQL = """
 SELECT session_id, segment, steps_reached, entered_at
 FROM journey_sessions FINAL
 WHERE org_id = {org:UUID} AND project_id = {project:UUID} AND journey_id = {journey:String} AND is_deleted = 0
-  AND steps_reached = {steps:UInt32} AND status IN ('pending', 'bounced', 'dropped')
+  AND steps_reached <= {steps:UInt32} AND status IN ('pending', 'bounced', 'dropped')
   AND (status != 'pending' OR closes_at < {now:DateTime64(3, 'UTC')})
   AND entered_at >= {since:DateTime64(3, 'UTC')} AND entered_at < {until:DateTime64(3, 'UTC')}
-ORDER BY entered_at DESC, session_id, segment
-LIMIT {limit:UInt32}"""
+ORDER BY steps_reached, entered_at DESC, session_id, segment
+LIMIT {limit:UInt32} BY steps_reached"""
 
 
 @strawberry.type
@@ -98,18 +99,23 @@ async def journey_funnel(
     tenant = await ctx.tenant(str(journey.project_id))
     steps = sorted(journey.steps, key=lambda s: s.position)
     now_ms = int(time.time() * 1000)
-    m = await journey_metrics(
+    metrics = journey_metrics(
         ctx.query, tenant, str(journey.id), [s.position for s in steps], now_ms,
         int(since.timestamp() * 1000), int(until.timestamp() * 1000),
     )  # fmt: skip
+    dropped_by_step: dict[int, list[DroppedSession]] = {}
+    if dropped_per_step:  # every step's newest stopped segments in one read, next to the metrics' read
+        params = {"journey": str(journey.id), "steps": len(steps), "now": now, "since": since, "until": until,
+                  "limit": dropped_per_step}  # fmt: skip
+        m, result = await asyncio.gather(metrics, ctx.query(tenant, _DROPPED_SQL, params))
+        for r in result.result_rows:
+            session = DroppedSession(session_id=r[0], segment=int(r[1]), entered_at=_utc(r[3]))
+            dropped_by_step.setdefault(int(r[2]), []).append(session)
+    else:
+        m = await metrics
     out_steps: list[JourneyFunnelStep] = []
     for k, (step, sm) in enumerate(zip(steps, m.steps, strict=True), start=1):
-        dropped: list[DroppedSession] = []
-        if dropped_per_step and sm.reached:
-            params = {"journey": str(journey.id), "steps": k, "now": now, "since": since, "until": until,
-                      "limit": dropped_per_step}  # fmt: skip
-            rows = (await ctx.query(tenant, _DROPPED_SQL, params)).result_rows
-            dropped = [DroppedSession(session_id=r[0], segment=int(r[1]), entered_at=_utc(r[3])) for r in rows]
+        dropped = dropped_by_step.get(k, [])
         previous = out_steps[-1].reached if out_steps else sm.reached
         out_steps.append(
             JourneyFunnelStep(

@@ -224,3 +224,23 @@ def test_journey_metrics_from_status_and_step_counts() -> None:
     assert m.by_status == {"pending": 0, "converted": 2, "bounced": 4, "dropped": 3, "abandoned": 1}
     empty = metrics_from_counts("j1", [1, 2], [])
     assert (empty.conversion_rate, empty.avg_duration_ms, [s.reached for s in empty.steps]) == (0.0, None, [0, 0])
+
+
+def test_stored_status_groups_resolve_closed_pending_rows() -> None:
+    """Rows of the metrics query (stored status, steps, rows, closed rows, duration, closed duration): pending
+    rows whose segment closed become bounced (one step) or dropped; the others stay pending."""
+    from query_api.journeys.metrics import _resolve
+
+    rows = [
+        ("pending", 1, 5, 2, 0, 0),
+        ("pending", 3, 4, 4, 70, 70),
+        ("pending", 2, 3, 0, 30, 0),
+        ("converted", 3, 6, 6, 600, 600),  # closed converted rows stay converted
+    ]
+    assert _resolve(rows) == [
+        ("bounced", 1, 2, 0),
+        ("pending", 1, 3, 0),
+        ("dropped", 3, 4, 70),
+        ("pending", 2, 3, 30),
+        ("converted", 3, 6, 600),
+    ]
