@@ -14,12 +14,24 @@ Bounded date ranges and step counts belong to each analytics area (funnels: ``qu
 
 from __future__ import annotations
 
-from strawberry.extensions import MaxAliasesLimiter, MaxTokensLimiter, QueryDepthLimiter, SchemaExtension
+from strawberry.extensions import (
+    MaxAliasesLimiter,
+    MaxTokensLimiter,
+    ParserCache,
+    QueryDepthLimiter,
+    SchemaExtension,
+    ValidationCache,
+)
 
 from query_api.guards.limits import DEFAULT_LIMITS, MAX_ALIASES, MAX_DEPTH, MAX_TOKENS, QueryLimits
 from query_api.guards.rate_limit import RateLimitExtension
 
 __all__ = ["DEFAULT_LIMITS", "EXTENSIONS", "QueryLimits"]
+
+
+# Dashboards and agents repeat the same documents: their parse and validation are kept (LRU, bounded so that
+# unique documents cannot grow memory).  Rejected documents raise, and an exception is never cached.
+CACHED_DOCUMENTS = 256
 
 
 def _depth() -> SchemaExtension:
@@ -34,4 +46,12 @@ def _tokens() -> SchemaExtension:
     return MaxTokensLimiter(max_token_count=MAX_TOKENS)
 
 
-EXTENSIONS = (_tokens, _depth, _aliases, RateLimitExtension)
+def _parsed() -> SchemaExtension:
+    return ParserCache(maxsize=CACHED_DOCUMENTS)
+
+
+def _validated() -> SchemaExtension:
+    return ValidationCache(maxsize=CACHED_DOCUMENTS)
+
+
+EXTENSIONS = (_tokens, _parsed, _depth, _aliases, _validated, RateLimitExtension)

@@ -57,7 +57,8 @@ def _messages(resp: httpx.Response) -> list[str]:
     return [e["message"] for e in resp.json().get("errors") or []]
 
 
-async def test_document_limits(guarded: httpx.AsyncClient, servers: Servers) -> None:
+@pytest.mark.parametrize("attempt", ["first", "again"])  # again: parse and validation come from the caches
+async def test_document_limits(guarded: httpx.AsyncClient, servers: Servers, attempt: str) -> None:
     token = _fresh_token(servers)
     # Depth: the schema has no cycles today, so a too-deep document also names unknown fields; the depth
     # rule reports on its own, before anything runs.
