@@ -172,7 +172,9 @@ def _bytes(v: bytes | str) -> bytes:
 # the number of commands) as JSON [[[key, delta, expireat], ...], [[key, member, score], ...]] (numbers as
 # strings: Lua would print large ones in exponent form).  Two JSON documents instead of a few arguments per
 # session and two per event: packing arguments one by one was most of the client's cost of a save.
-# The rt: keys travel in ARGV: like the sessions of one chunk they are not in one cluster slot anyway.
+# The rt: keys travel in ARGV: like the sessions of one chunk they are not in one cluster slot anyway.  A
+# counter that a later save brings back to 0 (a step entry moved to another minute) is deleted: whether a
+# count moves within one save or across two depends on batch boundaries, and the keys must not.
 # ARGV[5] is the new ledger version of the chunk's first session: a chunk whose script already ran (a save
 # retried after a later chunk failed, or after a reply lost with the connection) finds it and changes
 # nothing, so its counter increments are never applied twice.  One session tells for the whole chunk:
@@ -199,8 +201,11 @@ for s = 1, #sessions do
 end
 local rt = cjson.decode(ARGV[4])
 for _, c in ipairs(rt[1]) do
-  redis.call('INCRBY', c[1], c[2])
-  redis.call('EXPIREAT', c[1], c[3])
+  if redis.call('INCRBY', c[1], c[2]) == 0 then
+    redis.call('DEL', c[1])
+  else
+    redis.call('EXPIREAT', c[1], c[3])
+  end
 end
 for _, z in ipairs(rt[2]) do
   redis.call('ZADD', z[1], 'GT', z[3], z[2])
@@ -432,8 +437,13 @@ class MemorySessionStore:
         for w in writes:
             self.entries[w.key] = w.journey_entries
             for key, delta, at in w.realtime.counters:
-                self.counters[key] = self.counters.get(key, 0) + delta
-                self.expire_at[key] = at
+                value = self.counters.get(key, 0) + delta
+                if value == 0:  # as the save script: a count moved away leaves no key
+                    self.counters.pop(key, None)
+                    self.expire_at.pop(key, None)
+                else:
+                    self.counters[key] = value
+                    self.expire_at[key] = at
             for key, member, score in w.realtime.active:
                 members = self.active.setdefault(key, {})
                 members[member] = max(score, members.get(member, score))

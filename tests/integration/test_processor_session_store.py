@@ -116,6 +116,13 @@ async def test_journey_entries_and_realtime_updates_are_saved_with_the_session(
     assert loaded[key].journey_entries == {"1|j|1|0", "1|j|2|5"}
     if not isinstance(store, MemorySessionStore):
         assert await redis_client.ttl(counter) > 0 and 0 < await redis_client.ttl(zset) <= 3600
+    # a count moved away in a later save leaves no key (as if it had moved within one save)
+    u = replace(u, ledger=replace(u.ledger, version=4))
+    moved = RealtimeUpdate(counters=((counter, -1, 4_000_000_000),))
+    await store.save([SessionWrite(key, u, 60, POLICY.timeout_ms, realtime=moved)], now_ms=now_ms)
+    assert await _realtime_state(store, redis_client, [counter]) == {}
+    if not isinstance(store, MemorySessionStore):
+        assert await redis_client.exists(counter) == 0
 
 
 async def test_redis_layout_live_view_and_ttl(redis_client: aioredis.Redis) -> None:
