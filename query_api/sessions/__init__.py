@@ -8,7 +8,7 @@ from query_api.sessions.model import SearchPage, SegmentSummary, SessionFilter
 from query_api.sessions.service import (
     ReplaySelection,
     SessionReplay,
-    replay_events,
+    replay_page_and_timeline,
     replay_timeline,
     search_sessions,
     select_replay,
@@ -29,7 +29,7 @@ __all__ = [
     "StateDiff",
     "diff_states",
     "diff_values",
-    "replay_events",
+    "replay_page_and_timeline",
     "replay_timeline",
     "search_sessions",
     "select_replay",

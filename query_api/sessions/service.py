@@ -7,8 +7,8 @@ values.  Nothing here holds state between calls.
 
 Replay is split so GraphQL runs only what a request selects: :func:`select_replay` (the session's
 segments; raises :class:`NotFound`, worded the same whether the session exists in another project or
-not at all), then :func:`replay_events` (one page) and :func:`replay_timeline` (transitions, API calls,
-errors).  :func:`session_replay` does all three.
+not at all), then :func:`replay_page_and_timeline` (one page, and the timeline when the page holds every
+event) and :func:`replay_timeline` (transitions, API calls, errors).  :func:`session_replay` does all three.
 """
 
 from __future__ import annotations
@@ -42,7 +42,6 @@ __all__ = [
     "SessionReplay",
     "check_replay_page",
     "count_sessions",
-    "replay_events",
     "replay_page_and_timeline",
     "replay_timeline",
     "search_sessions",
@@ -162,18 +161,6 @@ def check_replay_page(first: int, after: str | None, session_id: str, segment: i
     return None if after is None else decode_event_cursor(after, session_id, segment)
 
 
-async def replay_events(
-    reader: Reader,
-    tenant: Tenant,
-    sel: ReplaySelection,
-    first: int = 100,
-    after: str | None = None,
-    columns: tuple[str, ...] = sql.EVENT_COLUMNS,
-) -> ReplayPage:
-    """One page; ``columns`` :data:`sql.NARROW_EVENT_COLUMNS` when no attributes/metadata/extra are wanted."""
-    return (await replay_page_and_timeline(reader, tenant, sel, first, after, columns))[0]
-
-
 async def replay_page_and_timeline(
     reader: Reader,
     tenant: Tenant,
@@ -183,7 +170,8 @@ async def replay_page_and_timeline(
     columns: tuple[str, ...] = sql.EVENT_COLUMNS,
 ) -> tuple[ReplayPage, Timeline | None]:
     """One page, and the timeline when that first page holds every event of the selection (most sessions):
-    one query instead of two.  None: read it with :func:`replay_timeline`."""
+    one query instead of two.  None: read it with :func:`replay_timeline`.  ``columns``:
+    :data:`sql.NARROW_EVENT_COLUMNS` when no attributes/metadata/extra are wanted."""
     cursor = check_replay_page(first, after, sel.session_id, sel.segment)
     size = first
     rows = await _rows(reader, tenant, sql.events_query(sel.session_id, sel.span, cursor, size + 1, columns))
