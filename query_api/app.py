@@ -28,7 +28,7 @@ from strawberry.types.unset import UNSET, UnsetType
 
 from productgraph.connections import clickhouse_client
 from productgraph.db import TokenInfo, open_pool, resolve_access_token
-from query_api.context import ProjectCache, QueryContext
+from query_api.context import JourneyCache, ProjectCache, QueryContext
 from query_api.schema import schema
 from query_api.settings import QueryApiSettings
 
@@ -57,6 +57,7 @@ def create_app(settings: QueryApiSettings | None = None) -> FastAPI:
     limits = s.limits()
     tokens: dict[str, tuple[float, TokenInfo | None]] = {}
     projects = ProjectCache(s.project_cache_ttl_s)
+    journeys = JourneyCache(s.journey_cache_ttl_s)
 
     def clickhouse() -> Client:
         if "ch" not in state:
@@ -114,7 +115,7 @@ def create_app(settings: QueryApiSettings | None = None) -> FastAPI:
         if token is None:
             return None
         ch = await asyncio.to_thread(clickhouse)
-        return QueryContext(token, pool, ch, redis, limits, projects)
+        return QueryContext(token, pool, ch, redis, limits, projects, journeys)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:

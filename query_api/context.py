@@ -15,7 +15,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import redis.asyncio as aioredis
 from clickhouse_connect.driver.client import Client
@@ -28,39 +28,55 @@ from query_api.errors import NotFound
 from query_api.guards.limits import DEFAULT_LIMITS, QueryLimits
 from query_api.tenant_scope import Tenant, redis_key, scoped_query
 
-__all__ = ["NotFound", "ProjectCache", "QueryContext"]
+__all__ = ["JourneyCache", "NotFound", "OrgCache", "ProjectCache", "QueryContext"]
+
+if TYPE_CHECKING:  # query_api.admin imports this module
+    from query_api.admin.types import Journey  # noqa: F401 (named in a string below)
+
+V = TypeVar("V")
 
 
-class ProjectCache:
-    """Project id or slug -> project id per org, shared by the requests of one process for ``ttl_s``: most
-    requests name a project, and its lookup (a Postgres transaction under RLS) was a tenth of a replay's
-    time.  Keyed by the token's org, so an entry only ever answers that org.  The process that deletes or
-    renames a project forgets its org's entries at once; other processes keep a deleted project's id for at
-    most ``ttl_s`` (its data is purged anyway).  ``ttl_s`` 0 turns the cache off."""
+class OrgCache(Generic[V]):
+    """Values resolved for an org (``ref`` -> value), shared by the requests of one process for ``ttl_s``.
+    Keyed by the token's org, so an entry only ever answers that org.  The process that changes or deletes
+    what an entry says forgets its org's entries at once (:meth:`forget_org`); other processes keep the old
+    value for at most ``ttl_s``.  ``ttl_s`` 0 turns the cache off."""
 
     MAX_ENTRIES = 10_000
 
     def __init__(self, ttl_s: float, clock: Callable[[], float] = time.monotonic) -> None:
         self.ttl_s = ttl_s
         self._clock = clock
-        self._entries: dict[tuple[str, str], tuple[float, str]] = {}
+        self._entries: dict[tuple[str, str], tuple[float, V]] = {}
 
-    def get(self, org_id: str, ref: str) -> str | None:
+    def get(self, org_id: str, ref: str) -> V | None:
         hit = self._entries.get((org_id, ref))
         if hit is None or hit[0] <= self._clock():
             return None
         return hit[1]
 
-    def put(self, org_id: str, ref: str, project_id: str) -> None:
+    def put(self, org_id: str, ref: str, value: V) -> None:
         if self.ttl_s <= 0:
             return
         if len(self._entries) >= self.MAX_ENTRIES:
             self._entries.clear()
-        self._entries[(org_id, ref)] = (self._clock() + self.ttl_s, project_id)
+        self._entries[(org_id, ref)] = (self._clock() + self.ttl_s, value)
 
     def forget_org(self, org_id: str) -> None:
         for key in [k for k in self._entries if k[0] == org_id]:
             del self._entries[key]
+
+
+class ProjectCache(OrgCache[str]):
+    """Project id or slug -> project id: most requests name a project, and its lookup (a Postgres
+    transaction under RLS) was a tenth of a replay's time.  A deleted project's id is kept by other
+    processes for at most ``ttl_s`` (its data is purged anyway)."""
+
+
+class JourneyCache(OrgCache["Journey"]):
+    """Journey id -> the journey and its steps, for the journey funnel (its Postgres read was a tenth of the
+    answer's time).  Every journey mutation and a project delete forget the org's entries in the process
+    that made them; the other processes answer with the new definition within ``ttl_s``."""
 
 
 class QueryContext(BaseContext):
@@ -72,9 +88,11 @@ class QueryContext(BaseContext):
         redis: aioredis.Redis,
         limits: QueryLimits = DEFAULT_LIMITS,
         projects: ProjectCache | None = None,
+        journeys: JourneyCache | None = None,
     ) -> None:
         super().__init__()
         self.projects = projects or ProjectCache(0)
+        self.journeys = journeys or JourneyCache(0)
         self.token = token
         self.pool = pool
         self.clickhouse = clickhouse

@@ -15,6 +15,9 @@ class QueryApiSettings(ServerSettings):
     project_cache_ttl_s: float = Field(
         10.0, description="how long a project id or slug resolved for an org is reused by other requests (0: off)"
     )
+    journey_cache_ttl_s: float = Field(
+        10.0, description="how long a journey definition read by the journey funnel is reused (0: off)"
+    )
     clickhouse_timeout_s: float = Field(
         10.0, description="time budget of one analytics query; past it the query is cancelled on the server"
     )

@@ -223,6 +223,7 @@ class ContentMutation:
                 changes=sorted(changes) + (["steps"] if steps is not None else []),
                 version=updated.version,
             )
+        info.context.journeys.forget_org(info.context.token.org_id)
         return updated
 
     @strawberry.mutation(description="Stop matching a journey (admin); its definition and history stay.")
@@ -232,6 +233,7 @@ class ContentMutation:
             await journey_repo.get_journey(w.conn, journey_id, lock=True)
             updated = await journey_repo.update_journey(w.conn, journey_id, {"is_active": False}, None)
             await w.audit("journey.deactivate", "journey", str(updated.id), str(updated.project_id))
+        info.context.journeys.forget_org(info.context.token.org_id)
         return updated
 
     @strawberry.mutation(
@@ -250,6 +252,7 @@ class ContentMutation:
                 name=deleted.name,
                 version=deleted.version,
             )
+        info.context.journeys.forget_org(info.context.token.org_id)
         return deleted
 
     @strawberry.mutation(description="Save a funnel definition under a name (analyst).")

@@ -134,6 +134,7 @@ class OrgMutation:
             tables = await asyncio.to_thread(purge_project, ctx.clickhouse, ctx.token.org_id, pid)
             await w.audit("project.delete", "project", pid, pid, name=project.name, slug=project.slug, tables=tables)
         ctx.projects.forget_org(ctx.token.org_id)
+        ctx.journeys.forget_org(ctx.token.org_id)
         try:
             async with asyncio.timeout(REDIS_CLEANUP_TIMEOUT_S):
                 await delete_project_keys(ctx.redis, pid)

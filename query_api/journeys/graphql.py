@@ -87,8 +87,11 @@ async def journey_funnel(
 ) -> JourneyFunnel:
     if not 0 <= dropped_per_step <= 100:
         raise InvalidInput("droppedPerStep: must be between 0 and 100")
-    async with reading(ctx) as conn:
-        journey = await journey_repo.get_journey(conn, parse_id(journey_id, "journey"))
+    journey = ctx.journeys.get(ctx.token.org_id, journey_id)
+    if journey is None:
+        async with reading(ctx) as conn:
+            journey = await journey_repo.get_journey(conn, parse_id(journey_id, "journey"))
+        ctx.journeys.put(ctx.token.org_id, journey_id, journey)
     now = datetime.now(UTC)
     until = _utc(date_to) if date_to else now + timedelta(days=1)
     since = _utc(date_from) if date_from else until - timedelta(days=30)

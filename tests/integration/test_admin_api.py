@@ -248,6 +248,10 @@ async def test_journeys_catalog_and_matchers(
         assert error_of(body).startswith(msg), body
     dup = await gql(admin_api, tok, JOURNEY, {"p": p, "steps": steps})
     assert error_of(dup) == "a journey named 'Checkout' already exists in this project"
+    funnel_steps = f'{{ journeyFunnel(journeyId: "{j["id"]}") {{ name steps {{ name reached }} }} }}'
+    before = await ok(admin_api, tok, funnel_steps)  # read once: the process now caches the definition
+    assert before["journeyFunnel"] == {"name": "Checkout", "steps": [{"name": "cart", "reached": 0},
+                                                                     {"name": "pay", "reached": 0}]}  # fmt: skip
 
     cat = await ok(admin_api, tok, f'mutation {{ createCapability(projectId: "{p}", name: "Buying") {{ id }} }}')
     cap_id = cat["createCapability"]["id"]
@@ -265,6 +269,9 @@ async def test_journeys_catalog_and_matchers(
     )
     assert upd["updateJourney"] == {"version": 2, "featureId": feature_id, "timeoutMinutes": 60,
                                     "steps": [{"name": "a"}, {"name": "b"}, {"name": "c"}]}  # fmt: skip
+    # the process that changed the journey forgets its cached definition at once
+    after = await ok(admin_api, tok, funnel_steps)
+    assert [s["name"] for s in after["journeyFunnel"]["steps"]] == ["a", "b", "c"]
     deact = await ok(admin_api, tok, f'mutation {{ deactivateJourney(id: "{j["id"]}") {{ isActive version }} }}')
     assert deact["deactivateJourney"] == {"isActive": False, "version": 3}
     listed = await ok(admin_api, tok, f'{{ a: journeys(projectId: "{p}") {{ id }} '
@@ -404,12 +411,15 @@ async def test_delete_journey(admin_api: httpx.AsyncClient, fresh: dict[str, str
                                    "{ accessToken { secret } } }")  # fmt: skip
     analyst = inv["inviteMember"]["accessToken"]["secret"]
     delete = f'mutation {{ deleteJourney(id: "{j["id"]}") {{ id name steps {{ name }} }} }}'
+    funnel = f'{{ journeyFunnel(journeyId: "{j["id"]}") {{ steps {{ name }} }} }}'
+    assert (await ok(admin_api, tok, funnel))["journeyFunnel"]["steps"] == [{"name": "a"}, {"name": "b"}]
     assert error_of(await gql(admin_api, analyst, delete)) == "forbidden: needs role admin or above (token has analyst)"
     deleted = await ok(admin_api, tok, delete)
     assert deleted["deleteJourney"] == {"id": j["id"], "name": "Checkout", "steps": [{"name": "a"}, {"name": "b"}]}
     listed = await ok(admin_api, tok, f'{{ journeys(projectId: "{p}", includeInactive: true) {{ id }} }}')
     assert listed["journeys"] == []
     assert error_of(await gql(admin_api, tok, delete)) == f"journey {j['id']!r} not found"
+    assert error_of(await gql(admin_api, tok, funnel)) == f"journey {j['id']!r} not found"  # not from the cache
     # The name is free again.
     await ok(admin_api, tok, JOURNEY, {"p": p, "steps": steps})
     assert (await _audit_actions(admin_api, tok, 2)) == ["journey.create", "journey.delete"]
