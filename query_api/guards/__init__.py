@@ -15,6 +15,7 @@ Bounded date ranges and step counts belong to each analytics area (funnels: ``qu
 from __future__ import annotations
 
 from strawberry.extensions import (
+    AddValidationRules,
     MaxAliasesLimiter,
     MaxTokensLimiter,
     ParserCache,
@@ -26,7 +27,7 @@ from strawberry.extensions import (
 from query_api.guards.limits import DEFAULT_LIMITS, MAX_ALIASES, MAX_DEPTH, MAX_TOKENS, QueryLimits
 from query_api.guards.rate_limit import RateLimitExtension
 
-__all__ = ["DEFAULT_LIMITS", "EXTENSIONS", "QueryLimits"]
+__all__ = ["CACHED_DOCUMENTS", "DEFAULT_LIMITS", "EXTENSIONS", "QueryLimits"]
 
 
 # Dashboards and agents repeat the same documents: their parse and validation are kept (LRU, bounded so that
@@ -34,12 +35,17 @@ __all__ = ["DEFAULT_LIMITS", "EXTENSIONS", "QueryLimits"]
 CACHED_DOCUMENTS = 256
 
 
-def _depth() -> SchemaExtension:
-    return QueryDepthLimiter(max_depth=MAX_DEPTH)
+# The depth and alias limits are validation rules, classes that strawberry's limiters create in their __init__.
+# Built once here and added by every request's extension: the validation cache is keyed by the document *and*
+# the rule classes, so limiters built per request (new classes each time) made every lookup a miss.
+_LIMIT_RULES = (
+    *QueryDepthLimiter(max_depth=MAX_DEPTH).validation_rules,
+    *MaxAliasesLimiter(max_alias_count=MAX_ALIASES).validation_rules,
+)
 
 
-def _aliases() -> SchemaExtension:
-    return MaxAliasesLimiter(max_alias_count=MAX_ALIASES)
+def _limits() -> SchemaExtension:
+    return AddValidationRules(list(_LIMIT_RULES))
 
 
 def _tokens() -> SchemaExtension:
@@ -54,4 +60,4 @@ def _validated() -> SchemaExtension:
     return ValidationCache(maxsize=CACHED_DOCUMENTS)
 
 
-EXTENSIONS = (_tokens, _parsed, _depth, _aliases, _validated, RateLimitExtension)
+EXTENSIONS = (_tokens, _parsed, _limits, _validated, RateLimitExtension)

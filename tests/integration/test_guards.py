@@ -11,10 +11,12 @@ from collections.abc import AsyncIterator, Callable
 import httpx
 import pytest
 from clickhouse_connect.driver.client import Client
+from strawberry.extensions.validation_cache import _get_validate_cache
 
 from productgraph.admin import bootstrap_org
 from productgraph.connections import clickhouse_client
 from query_api.app import create_app
+from query_api.guards import CACHED_DOCUMENTS
 from query_api.guards.limits import MAX_ALIASES, MAX_DEPTH, MAX_TOKENS
 from query_api.settings import QueryApiSettings
 from query_api.tenant_scope import TENANT_FILTER, QueryTimeout, Tenant, scoped_query
@@ -79,6 +81,15 @@ async def test_document_limits(guarded: httpx.AsyncClient, servers: Servers, att
     huge = "{ " + "organization { id } " * (MAX_TOKENS // 4) + "}"
     resp = await _post(guarded, token, huge)
     assert _messages(resp) == [f"Syntax Error: Document contains more than {MAX_TOKENS} tokens. Parsing aborted."]
+
+    # The same documents again are validated from the cache (its key holds the limit rules: they must be the
+    # same classes on every request), with the same answers as above.
+    validate = _get_validate_cache(CACHED_DOCUMENTS)
+    hits = validate.cache_info().hits
+    for document in (deep, "{ " + aliases + " }", "{ " + allowed + " }"):
+        resp = await _post(guarded, token, document)
+        assert resp.status_code == 200 and (resp.json()["data"] is None) == (document != "{ " + allowed + " }")
+    assert validate.cache_info().hits == hits + 3
 
 
 async def test_rate_limit_per_token_then_recovers(guarded: httpx.AsyncClient, servers: Servers) -> None:
