@@ -12,7 +12,7 @@ processors decode), the per-event errors and counts.
 
 from __future__ import annotations
 
-import operator
+import itertools
 from dataclasses import dataclass
 
 import orjson
@@ -21,17 +21,14 @@ from schemas.ingest import (
     MAX_EVENT_BYTES,
     EventError,
     IngestContext,
+    encode_events,
     request_skew_ms,
     validate_batch_shape,
-    validate_events,
 )
-from schemas.records import EventRecord
 
 __all__ = ["EncodedBatch", "KafkaRecord", "encode_batch"]
 
 KafkaRecord = tuple[bytes, bytes]  # (key, value)
-
-_event_id_of = operator.attrgetter("event_id")
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,26 +57,25 @@ def encode_batch(
         fill_missing_timestamp,
         check_event_size=len(body) > MAX_EVENT_BYTES,
     )
-    valid, errors = validate_events(events, ctx, owned=True)  # the parsed body is ours to take apart
-    unique = _first_of_each_id(valid)
+    ids, records, unknown, errors = encode_events(events, ctx)  # the parsed body is ours to take apart
+    valid = len(ids)
+    if len(set(ids)) != valid:  # repeats within the request: only the first of each id is published
+        ids, records, unknown = _first_of_each_id(ids, records, unknown)
     return EncodedBatch(
-        events=len(events),
-        ids=list(map(_event_id_of, unique)),
-        records=[(r.key, r.encode()) for r in unique],
-        unknown_fields=[len(r.extra) for r in unique],
-        errors=errors,
-        duplicates=len(valid) - len(unique),
+        events=len(events), ids=ids, records=records, unknown_fields=unknown, errors=errors, duplicates=valid - len(ids)
     )
 
 
-def _first_of_each_id(records: list[EventRecord]) -> list[EventRecord]:
-    """The first record of each event id; later repeats within one batch are duplicates."""
-    if len(set(map(_event_id_of, records))) == len(records):  # the usual case, without a Python loop
-        return records
+def _first_of_each_id(
+    ids: list[str], records: list[KafkaRecord], unknown: list[int]
+) -> tuple[list[str], list[KafkaRecord], list[int]]:
     seen: set[str] = set()
-    out: list[EventRecord] = []
-    for r in records:
-        if r.event_id not in seen:
-            seen.add(r.event_id)
-            out.append(r)
-    return out
+    keep = []
+    for i in ids:
+        keep.append(i not in seen)
+        seen.add(i)
+    return (
+        list(itertools.compress(ids, keep)),
+        list(itertools.compress(records, keep)),
+        list(itertools.compress(unknown, keep)),
+    )

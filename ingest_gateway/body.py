@@ -88,21 +88,31 @@ async def read_body(chunks: AsyncIterator[bytes], encoding: str, limit: int) -> 
     """The decompressed body; :class:`BodyTooLarge` past ``limit``, ``ValueError`` for corrupt data."""
     encoding = encoding.strip().lower()
     inflate = _inflater(encoding)
+    if inflate is None:
+        return await _read_plain(chunks, limit)
     out = bytearray()
     try:
         async for chunk in chunks:
-            if inflate is None:
-                out += chunk
-            else:
-                out += inflate.feed(chunk, limit + 1 - len(out))
-                while len(out) <= limit and (data := inflate.more(limit + 1 - len(out))):
-                    out += data
+            out += inflate.feed(chunk, limit + 1 - len(out))
+            while len(out) <= limit and (data := inflate.more(limit + 1 - len(out))):
+                out += data
             if len(out) > limit:
                 raise BodyTooLarge()
-        if inflate is not None:
-            out += inflate.finish()
+        out += inflate.finish()
     except (zlib.error, zstandard.ZstdError) as exc:
         raise ValueError(f"body: invalid {encoding} data") from exc
     if len(out) > limit:
         raise BodyTooLarge()
     return bytes(out)
+
+
+async def _read_plain(chunks: AsyncIterator[bytes], limit: int) -> bytes:
+    """An uncompressed body: its chunks joined once (usually there is one, returned as is)."""
+    parts: list[bytes] = []
+    size = 0
+    async for chunk in chunks:
+        size += len(chunk)
+        if size > limit:
+            raise BodyTooLarge()
+        parts.append(chunk)
+    return parts[0] if len(parts) == 1 else b"".join(parts)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import struct
 import time
+from collections.abc import Sequence
 
 from aiokafka.record.util import calc_crc32c
 
@@ -70,22 +71,31 @@ class KafkaRecordBatch:
 
     def append(self, key: bytes, value: bytes) -> bool:
         """Add a record; False when the batch is closed or full (the first record always fits)."""
+        return self.extend(((key, value),), 0) == 1
+
+    def extend(self, records: Sequence[tuple[bytes, bytes]], start: int) -> int:
+        """Add ``records[start:]`` until the batch is full; the index of the first record not added."""
         if self._closed:
-            return False
-        small = _SMALL
-        klen, vlen, offset = len(key), len(value), self._count
-        # attributes 0 and timestamp delta 0 (zigzag 0), offset delta, key length
-        head = b"\x00\x00" + (small[offset] if offset < 8192 else varint(offset)) + _varint(klen)
-        vhead = small[vlen] if vlen < 8192 else varint(vlen)
-        length = len(head) + klen + len(vhead) + vlen + 1
-        prefix = small[length] if length < 8192 else varint(length)
-        added = len(prefix) + length
-        if offset and self._size + added > self._max_bytes:
-            return False
-        self._parts += (prefix, head, key, vhead, value, b"\x00")  # headers: none
-        self._size += added
-        self._count = offset + 1
-        return True
+            return start
+        small, parts, limit = _SMALL, self._parts, self._max_bytes
+        size, offset, i, n = self._size, self._count, start, len(records)
+        while i < n:
+            key, value = records[i]
+            klen, vlen = len(key), len(value)
+            # attributes 0 and timestamp delta 0 (zigzag 0), offset delta, key length
+            head = b"\x00\x00" + (small[offset] if offset < 8192 else varint(offset)) + _varint(klen)
+            vhead = small[vlen] if vlen < 8192 else varint(vlen)
+            length = len(head) + klen + len(vhead) + vlen + 1
+            prefix = small[length] if length < 8192 else varint(length)
+            added = len(prefix) + length
+            if offset and size + added > limit:
+                break
+            parts += (prefix, head, key, vhead, value, b"\x00")  # headers: none
+            size += added
+            offset += 1
+            i += 1
+        self._size, self._count = size, offset
+        return i
 
     def build(self) -> bytes:
         """The encoded batch; it closes the batch.  The pieces are dropped once joined (a batch waits for

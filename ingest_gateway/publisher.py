@@ -2,8 +2,9 @@
 
 Hot path: aiokafka's ``send()`` costs ~15 µs of Python per record, which alone caps one process near
 60k records/s.  Instead, records go into one open record batch per partition (a *lane*), shared by every
-request in flight: ``publish`` appends each already encoded ``(key, value)`` (key ``project:session``,
-partition chosen exactly as aiokafka's default partitioner does, cached per key) and waits for the
+request in flight: ``publish`` groups the already encoded ``(key, value)`` records by partition (key
+``project:session``, partition chosen exactly as aiokafka's default partitioner does, cached per key),
+appends each group to its lane's open batch in one call, and waits for the
 futures of the batches it touched.  Each lane's task hands its open batch to ``send_batch`` as soon as the
 previous batch of that partition has drained, so batches grow with load and a lone request is sent at
 once (no linger).  The batches are :class:`~ingest_gateway.kafka_batch.KafkaRecordBatch` (written in one
@@ -75,21 +76,26 @@ class _Lane:
         self._wake = asyncio.Event()
         self._task = asyncio.get_running_loop().create_task(self._run(), name=f"kafka-lane-{partition}")
 
-    def add(self, key: bytes, value: bytes) -> asyncio.Future[None]:
-        if self._open is not None and self._open.append(key, value):
-            assert self._open_done is not None
-            return self._open_done
-        if self._open is not None:
-            assert self._open_done is not None
-            if len(self._full) >= self._max_queued:
-                raise PublishFailed(f"partition {self._partition}: too many batches waiting")
-            self._full.append((self._open, self._open_done))
-        self._open = KafkaRecordBatch(self._max_batch_bytes)
-        self._open_done = done = asyncio.get_running_loop().create_future()
-        done.add_done_callback(_retrieved)
-        self._open.append(key, value)  # the first record always fits
-        self._wake.set()
-        return done
+    def add(self, records: Sequence[KafkaRecord]) -> list[asyncio.Future[None]]:
+        """Append records of this partition, in order; the futures of the batches they went into."""
+        futures: list[asyncio.Future[None]] = []
+        i, n = 0, len(records)
+        while True:
+            if self._open is not None:
+                assert self._open_done is not None
+                j = self._open.extend(records, i)
+                if j > i:
+                    futures.append(self._open_done)
+                    i = j
+                if i == n:
+                    return futures
+                if len(self._full) >= self._max_queued:
+                    raise PublishFailed(f"partition {self._partition}: too many batches waiting")
+                self._full.append((self._open, self._open_done))
+            self._open = KafkaRecordBatch(self._max_batch_bytes)  # the first record always fits
+            self._open_done = done = asyncio.get_running_loop().create_future()
+            done.add_done_callback(_retrieved)
+            self._wake.set()
 
     async def _run(self) -> None:
         while True:
@@ -217,16 +223,23 @@ class EventPublisher:
             raise PublishFailed("producer not connected")
         if self._down:
             raise PublishFailed("kafka unavailable")
-        lanes, cache, partitions = self._lanes, self._key_partition, self._partitions
+        cache, partitions = self._key_partition, self._partitions
+        groups: dict[int, list[KafkaRecord]] = {}  # per partition, in order
+        for record in records:
+            p = cache.get(record[0])
+            if p is None:
+                if len(cache) > 200_000:
+                    cache.clear()
+                p = cache[record[0]] = _partitioner(record[0], partitions, partitions)
+            group = groups.get(p)
+            if group is None:
+                groups[p] = [record]
+            else:
+                group.append(record)
         waits: set[asyncio.Future[None]] = set()
         try:
-            for key, value in records:
-                p = cache.get(key)
-                if p is None:
-                    if len(cache) > 200_000:
-                        cache.clear()
-                    p = cache[key] = _partitioner(key, partitions, partitions)
-                waits.add(lanes[p].add(key, value))
+            for p, group in groups.items():
+                waits.update(self._lanes[p].add(group))
         except PublishFailed as exc:
             self._mark_down(exc)
             raise

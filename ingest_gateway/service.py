@@ -18,7 +18,9 @@ Order; each step may end the request, and nothing is accepted unless the last on
 10. publish and wait for acks=all (:mod:`ingest_gateway.publisher`) → 503 + Retry-After; the claims stay
     unconfirmed, so they do not count and the SDK's retry is published
 11. 202 ``{"accepted", "rejected", "duplicates", "errors"}``; the request's token is confirmed in Redis
-    after the answer (one ``SET``), which makes its event ids count as seen.
+    after the answer (one ``SET``), which makes its event ids count as seen.  One background task sends
+    the confirmations of all requests answered meanwhile in one pipelined write (rather than a task and
+    a round trip per request).
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ import itertools
 import logging
 import os
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -101,7 +103,8 @@ class IngestService:
         self._body_bytes = 0  # decompressed bodies of the requests being processed
         self._tokens = itertools.count()
         self._token_prefix = f"{os.getpid():x}.{os.urandom(4).hex()}."
-        self._background: set[asyncio.Task[None]] = set()
+        self._confirms: list[tuple[str, str, int]] = []  # (project_id, token, window_s) not yet sent
+        self._confirming: asyncio.Task[None] | None = None
         self._warned: dict[str, float] = {}
 
     async def ingest(self, headers: Mapping[str, str], chunks: AsyncIterator[bytes]) -> Reply:
@@ -122,8 +125,8 @@ class IngestService:
 
     async def drain(self) -> None:
         """Wait for the dedup confirmations still running (shutdown)."""
-        if self._background:
-            await asyncio.gather(*self._background, return_exceptions=True)
+        if self._confirming is not None:
+            await asyncio.gather(self._confirming, return_exceptions=True)
 
     def _warn(self, what: str, exc: BaseException) -> None:
         """A warning per kind of failure at most every 5 s (an outage must not flood the log)."""
@@ -245,7 +248,7 @@ class IngestService:
         if publish:
             metrics.PRODUCE_SECONDS.observe(time.perf_counter() - started)
         if admitted and policy.dedup_window_s and publish:
-            self._spawn(self._admission.confirm(project_id, token, policy.dedup_window_s))
+            self._confirm_later(project_id, token, policy.dedup_window_s)
         metrics.ACCEPTED.inc(len(publish))
         if errors:
             metrics.REJECTED.inc(len(errors))
@@ -263,13 +266,18 @@ class IngestService:
             },
         )
 
-    def _spawn(self, work: Awaitable[None]) -> None:
-        async def run() -> None:
-            try:
-                await work
-            except AdmissionUnavailable as exc:  # unconfirmed claims do not count: a retry is republished
-                self._warn("dedup confirmation skipped", exc)
+    def _confirm_later(self, project_id: str, token: str, window_s: int) -> None:
+        self._confirms.append((project_id, token, window_s))
+        if self._confirming is None:
+            self._confirming = asyncio.get_running_loop().create_task(self._confirm_all())
 
-        task = asyncio.get_running_loop().create_task(run())
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
+    async def _confirm_all(self) -> None:
+        try:
+            while self._confirms:  # those added while a round trip runs go in the next one
+                confirms, self._confirms = self._confirms, []
+                try:
+                    await self._admission.confirm_many(confirms)
+                except AdmissionUnavailable as exc:  # unconfirmed claims do not count: a retry is republished
+                    self._warn("dedup confirmation skipped", exc)
+        finally:
+            self._confirming = None

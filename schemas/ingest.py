@@ -16,6 +16,13 @@ through a precomputed plan (kind code, length limit, choices), and a value that 
 paths give the same record (tests/unit/test_gateway_fast_paths.py).  The gateway hands over the parsed
 events (``owned=True``): each becomes its record's ``fields`` once the reserved and unknown keys are
 popped, with no copy.
+
+The gateway itself calls :func:`encode_events` (a batch straight to Kafka record bytes, no
+:class:`EventRecord` in between): per layout of the *whole* event (reserved keys included) the exact
+types and positions of every value are precomputed, so a valid event is checked on
+``tuple(raw.values())`` without a key lookup, then encoded from its own dict; any event that is not
+plainly valid goes through :func:`validate_event`, so errors and bytes are those of the plain path
+(~20% less CPU than validating, then encoding, per event).
 """
 
 from __future__ import annotations
@@ -32,7 +39,7 @@ from typing import Any
 import orjson
 
 from schemas.fields import EVENT_TYPES, FIELDS, FIELDS_BY_NAME, FieldSpec, Kind
-from schemas.records import EventRecord, Scalar
+from schemas.records import RECORD_VERSION, EventRecord, Scalar
 
 __all__ = [
     "MAX_EVENTS_PER_BATCH",
@@ -44,6 +51,7 @@ __all__ = [
     "BatchError",
     "EventError",
     "IngestContext",
+    "encode_events",
     "parse_rfc3339_ms",
     "request_skew_ms",
     "validate_batch_shape",
@@ -441,3 +449,206 @@ def _extra_value(value: Any) -> Scalar:
     if isinstance(value, bool | int | float):
         return value
     return orjson.dumps(value).decode()[:MAX_EXTRA_VALUE_LEN]
+
+
+# --- Whole batches straight to Kafka record bytes (the gateway's hot path) ---------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Layout:
+    """What :func:`encode_events` checks for one key layout of a whole event, reserved keys included.
+
+    Positions index the event's values in key order (``tuple(raw.values())``), so no key is looked up
+    until the event is known to be valid.  ``types`` is the exact type of every value: the contract's
+    type for ids and known fields, the first event's type for unknown keys (whose handling then follows).
+    """
+
+    types: tuple[type, ...]
+    ids: Callable[[tuple[Any, ...]], tuple[Any, ...]]  # event_id, project, session.id, event.type
+    ts: int  # position of event.timestamp, -1 when absent
+    metadata: int  # position of metadata, -1 when absent
+    strings: Callable[[tuple[Any, ...]], tuple[Any, ...]]  # ids and strings limited to _WIDE or more
+    limits: tuple[int, ...]
+    checks: tuple[tuple[int, int, int, frozenset[str] | None], ...]  # (position, code, limit, choices)
+    reserved: tuple[str, ...]  # deleted from the event, which then is the record's fields
+    unknown: tuple[tuple[str, int], ...]  # (key, 0 kept as is, 1 kept through _extra_value, 2 dropped)
+
+
+_LAYOUTS: dict[tuple[str, ...], _Layout | None] = {}
+_SCALARS = (str, int, float, bool)
+
+
+def _make_layout(keys: tuple[str, ...], first: dict[str, Any]) -> _Layout | None:
+    """The layout of ``keys``, cached; None (also cached) when such events always take
+    :func:`validate_event`: a required id missing, more unknown keys than are kept."""
+    if len(_LAYOUTS) >= _MAX_SHAPES:
+        return None
+    layout: _Layout | None = None
+    pos = {k: i for i, k in enumerate(keys)}
+    project_key = "project_id" if "project_id" in pos else "product_id"
+    unknown = [k for k in keys if k not in _PLAN]
+    ids = ["event_id", project_key, "session.id", "event.type"]
+    if all(k in pos for k in ids) and len(unknown) <= MAX_EXTRA_KEYS:
+        types: list[type] = []
+        for k in keys:
+            plan = _PLAN.get(k)
+            if k in ids or k == "event.timestamp":
+                types.append(str)
+            elif k == "metadata":
+                types.append(dict)
+            elif plan is not None and plan[0] >= 0:
+                types.append(_TYPES[plan[0]])
+            else:  # unknown keys, and product_id next to project_id (ignored then)
+                types.append(type(first[k]))
+        known = [(k, _PLAN[k]) for k in keys if k in FIELDS_BY_NAME]
+        wide = [pos[k] for k, (code, limit, _) in known if code == 0 and _WIDE <= limit < _NO_LIMIT]
+        wide_extra = [pos[k] for k in unknown if len(k) <= MAX_ID_LEN and type(first[k]) is str]
+        layout = _Layout(
+            types=tuple(types),
+            ids=operator.itemgetter(*(pos[k] for k in ids)),
+            ts=pos.get("event.timestamp", -1),
+            metadata=pos.get("metadata", -1),
+            strings=operator.itemgetter(*(pos[k] for k in ids), *wide, *wide_extra),
+            limits=(
+                *(MAX_ID_LEN,) * len(ids),
+                *(_PLAN[keys[i]][1] for i in wide),
+                *(MAX_EXTRA_VALUE_LEN,) * len(wide_extra),
+            ),
+            checks=tuple(
+                (pos[k], code, limit, choices)
+                for k, (code, limit, choices) in known
+                if code > 0 or limit < _WIDE or choices is not None
+            ),
+            reserved=tuple(k for k in keys if k in _RESERVED),
+            unknown=tuple(
+                (k, 2 if len(k) > MAX_ID_LEN or first[k] is None else 0 if type(first[k]) in _SCALARS else 1)
+                for k in unknown
+            ),
+        )
+    _LAYOUTS[keys] = layout
+    return layout
+
+
+_MISSING: Any = object()
+_UTC = UTC
+
+
+def encode_events(
+    events: Sequence[Any], ctx: IngestContext
+) -> tuple[list[str], list[tuple[bytes, bytes]], list[int], list[EventError]]:
+    """Every event of a batch straight to its Kafka record: ``(ids, records, extras, errors)`` where
+    ``records`` are ``(key, value)`` as :attr:`EventRecord.key` and :meth:`EventRecord.encode` give them,
+    ``extras`` the number of extra attributes per record, ``errors`` as :func:`validate_events` gives them.
+
+    The events are taken apart (as ``owned=True``).  An event whose layout is known and whose values are
+    all valid and normal is checked in a few C-level passes and encoded from its own dict; any other goes
+    through :func:`validate_event`, so both give the same bytes and the same first error.
+    """
+    ids: list[str] = []
+    records: list[tuple[bytes, bytes]] = []
+    extras: list[int] = []
+    errors: list[EventError] = []
+    org_id, project_id, slug, received_ms, skew = (
+        ctx.org_id, ctx.project_id, ctx.project_slug, ctx.received_ms, ctx.skew_ms
+    )  # fmt: skip
+    sized = ctx.check_event_size  # in a body over 100 KB, an event is measured before anything else
+    fill = ctx.fill_missing_timestamp
+    latest = received_ms + MAX_FUTURE_MS
+    layouts, types_, dumps, fromisoformat, le, event_types = (
+        _LAYOUTS, type, orjson.dumps, datetime.fromisoformat, operator.le, EVENT_TYPES
+    )  # fmt: skip
+    for i, raw in enumerate(events):
+        if types_(raw) is dict and not (sized and len(dumps(raw)) > MAX_EVENT_BYTES):
+            keys = tuple(raw)
+            layout = layouts.get(keys, _MISSING)
+            if layout is _MISSING:
+                layout = _make_layout(keys, raw)
+            vals = tuple(raw.values())
+            if layout is not None and tuple(map(types_, vals)) == layout.types:
+                event_id, project, session_id, event_type = layout.ids(vals)
+                strings = layout.strings(vals)
+                # non-empty ids (an empty string is falsy); every limited string within its limit
+                ok = bool(
+                    event_id
+                    and session_id
+                    and project in (project_id, slug)
+                    and event_type in event_types
+                    and (max(map(len, strings)) <= _WIDE or all(map(le, map(len, strings), layout.limits)))
+                )
+                client_ms: int | None = None
+                if ok and layout.ts >= 0:
+                    ts = vals[layout.ts]
+                    ok = 16 <= len(ts) <= 40 and ts[10] in "Tt "
+                    if ok:
+                        try:
+                            dt = fromisoformat(ts)
+                            if dt.tzinfo is None:
+                                dt = dt.replace(tzinfo=_UTC)
+                            client_ms = (dt - _EPOCH) // _MS
+                        except (ValueError, OverflowError):
+                            ok = False
+                        else:
+                            ts_ms = client_ms + skew
+                            ok = client_ms != _GO_ZERO_TIME_MS and 0 <= ts_ms <= latest
+                    filled = False
+                elif ok:
+                    ok, ts_ms, filled = fill, received_ms, True
+                if ok:
+                    for at, code, limit, choices in layout.checks:
+                        v = vals[at]
+                        if code == 0:
+                            if len(v) > limit or (choices is not None and v not in choices):
+                                ok = False
+                                break
+                        elif code == 1:
+                            if not _INT_MIN <= v < _INT_MAX:
+                                ok = False
+                                break
+                        elif not (v - v == 0.0 and (code == 2 or (v >= 0.0 and (code == 3 or v <= 1.0)))):
+                            ok = False
+                            break
+                if ok:
+                    metadata = vals[layout.metadata] if layout.metadata >= 0 else None
+                    for key in layout.reserved:
+                        del raw[key]
+                    extra: dict[str, Scalar] = {}
+                    if layout.unknown:
+                        for key, how in layout.unknown:
+                            value = raw.pop(key)
+                            if how == 0:
+                                extra[key] = value
+                            elif how == 1:
+                                extra[key] = _extra_value(value)
+                    ids.append(event_id)
+                    records.append(
+                        (
+                            f"{project_id}:{session_id}".encode(),
+                            dumps(
+                                {
+                                    "v": RECORD_VERSION,
+                                    "org_id": org_id,
+                                    "project_id": project_id,
+                                    "event_id": event_id,
+                                    "session_id": session_id,
+                                    "event_type": event_type,
+                                    "ts_ms": ts_ms,
+                                    "received_ms": received_ms,
+                                    "client_ts_ms": client_ms,
+                                    "ts_filled": filled,
+                                    "fields": raw,
+                                    "metadata": metadata or {},
+                                    "extra": extra,
+                                }
+                            ),
+                        )
+                    )
+                    extras.append(len(extra))
+                    continue
+        result = validate_event(i, raw, ctx, owned=True)
+        if type(result) is EventRecord:
+            ids.append(result.event_id)
+            records.append((result.key, result.encode()))
+            extras.append(len(result.extra))
+        else:
+            errors.append(result)  # type: ignore[arg-type]
+    return ids, records, extras, errors

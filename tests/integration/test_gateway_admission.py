@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 from collections.abc import AsyncIterator
 
@@ -29,9 +30,11 @@ async def store(request: pytest.FixtureRequest) -> AsyncIterator[AdmissionStore]
         yield MemoryAdmission()
         return
     client = aioredis.from_url(request.getfixturevalue("redis_url"))
+    store = RedisAdmission(client, timeout_s=2)
     try:
-        yield RedisAdmission(client, timeout_s=2)
+        yield store
     finally:
+        await store.aclose()
         await client.aclose()
 
 
@@ -117,4 +120,29 @@ async def test_unreachable_redis_raises_fast_then_skips() -> None:
         with pytest.raises(AdmissionUnavailable, match="skipped"):
             await admit(store, project(), ["a"])
     finally:
+        await client.aclose()
+
+
+async def test_redis_pipe_loads_the_script_and_reconnects(redis_url: str) -> None:
+    client = aioredis.from_url(redis_url)
+    store = RedisAdmission(client, timeout_s=2)
+    try:
+        assert store._pipe is not None  # plain TCP: the pipe is used
+        p = project()
+        await client.script_flush()  # EVALSHA answers NOSCRIPT: the script is sent with EVAL
+        first = await admit(store, p, ["a", "b"])
+        assert first.granted and list(first.verdicts) == [Verdict.NEW, Verdict.NEW]
+        store._pipe.reset()  # a dropped connection: the next command connects again
+        await store.confirm_many([(p, "t1", 60), (project(), "other", 60)])
+        again = await admit(store, p, ["a", "c"], token="t2")
+        assert list(again.verdicts) == [Verdict.SEEN, Verdict.NEW]
+        conn = store._pipe._conn
+        assert conn is not None and conn.transport is not None
+        host, port = conn.transport.get_extra_info("sockname")[:2]
+        assert await client.client_kill_filter(addr=f"{host}:{port}") == 1  # the server drops the pipe
+        await asyncio.sleep(0.05)
+        third = await admit(store, p, ["c", "d"], token="t3")  # on a new connection
+        assert list(third.verdicts) == [Verdict.PENDING, Verdict.NEW]  # t2 never confirmed
+    finally:
+        await store.aclose()
         await client.aclose()

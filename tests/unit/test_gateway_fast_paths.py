@@ -3,6 +3,8 @@
 - per-event validation: the precomputed per-layout checks (``_SHAPES``) against the key-by-key path, on
   random events mixing valid values, wrong types, out-of-range numbers, over-long strings and unknown keys;
 - the record constructor that fills slots directly against ``EventRecord(...)``;
+- ``encode_events`` (per-layout checks on whole events, encoded from the event's own dict) against
+  ``validate_event`` and ``EventRecord.encode``, on the same random events, a layout seen twice included;
 - ``encode_batch`` (one pass from body to Kafka records) against validating and encoding event by event;
 - ``owned=False`` leaves the caller's dict alone.
 """
@@ -23,7 +25,7 @@ import schemas.ingest as ingest
 from ingest_gateway.batch import encode_batch
 from productgraph.bench.ingest import bench_events
 from schemas.fields import FIELDS, Kind
-from schemas.ingest import EventError, IngestContext, validate_event, validate_events
+from schemas.ingest import MAX_EVENT_BYTES, EventError, IngestContext, encode_events, validate_event, validate_events
 from schemas.records import EventRecord
 
 NOW = int(time.time() * 1000)
@@ -103,6 +105,107 @@ def test_shaped_validation_equals_key_by_key(raw: dict[str, Any]) -> None:
     if isinstance(expected, EventRecord):
         assert isinstance(got, EventRecord)
         assert got.encode() == expected.encode()  # same fields, same order, same bytes
+
+
+def _one_by_one(
+    evs: list[Any], ctx: IngestContext
+) -> tuple[list[str], list[tuple[bytes, bytes]], list[int], list[Any]]:
+    ids, records, extras, errors = [], [], [], []
+    for i, raw in enumerate(evs):
+        got = validate_event(i, raw, ctx)
+        if isinstance(got, EventRecord):
+            ids.append(got.event_id)
+            records.append((got.key, got.encode()))
+            extras.append(len(got.extra))
+        else:
+            errors.append(got)
+    return ids, records, extras, errors
+
+
+_CTXS = st.sampled_from(
+    [
+        CTX,
+        IngestContext("org-1", "proj-1", "shop", NOW, -3_600_000, False, check_event_size=False),
+        IngestContext("org-1", "proj-1", "shop", NOW),  # each event measured (a body over 100 KB)
+    ]
+)
+
+
+@settings(max_examples=1500, deadline=None)
+@given(st.lists(events(), min_size=1, max_size=4), _CTXS, st.data())
+def test_encode_events_equals_event_by_event(
+    evs: list[dict[str, Any]], ctx: IngestContext, data: st.DataObject
+) -> None:
+    # the same layouts again with other values (and wrong types): exercises the cached layouts
+    again = [dict(zip(e, data.draw(st.permutations(list(e.values()))), strict=True)) for e in evs]
+    batch: list[Any] = [*evs, *again, "not an event"]
+    expected = _one_by_one(batch, ctx)
+    got = encode_events([dict(e) if isinstance(e, dict) else e for e in batch], ctx)
+    assert got == expected
+
+
+def test_encode_events_takes_the_layout_path_for_realistic_events(monkeypatch: pytest.MonkeyPatch) -> None:
+    evs = bench_events("shop", 360)
+    for i, e in enumerate(evs):
+        e["event_id"] = f"id-{i}"
+        if i % 7 == 0:
+            e["sdk.tags"] = ["a", i]  # a non-scalar extra attribute (kept as JSON text)
+            e["sdk.none"] = None  # dropped
+        if i % 5 == 0:
+            e["product_id"] = e.pop("project_id")  # the alias
+    expected = _one_by_one([dict(e) for e in evs], CTX)
+    calls: list[int] = []
+    monkeypatch.setattr(ingest, "validate_event", lambda i, *a, **k: calls.append(i))
+    assert encode_events([dict(e) for e in evs], CTX) == expected
+    assert calls == []  # no event needed the key-by-key path
+
+
+_BAD: dict[Any, list[Any]] = {
+    Kind.STRING: ["x" * 3000, "", 5, None, ["a"]],
+    Kind.INT: [1.5, 7.0, 2**63, -(2**63), "7", True, None],
+    Kind.FLOAT: [7, "x", None, 1e308, False],
+    Kind.DURATION: [-1.0, 7, 2**60, None, 0.0],
+    Kind.UNIT_FLOAT: [1.5, 1, 0, -0.1, None],
+    "event_id": ["", "x" * 256, 5, None],
+    "project_id": ["other", "proj-1", "", None],
+    "event.type": ["nope", "", None, 3],
+    "event.timestamp": [
+        *("bad", "", None, "2999-01-01T00:00:00Z", "0001-01-01T00:00:00Z", "1960-01-01T00:00:00Z", 17),
+        *("2026-01-02T03:04:05", "2026-01-02T03:04:05.123456789+02:00", "2026-01-02 03:04:05Z"),
+    ],
+    "session.id": ["", "s" * 256, None, 1],
+    "metadata": [None, [1], {}, "x"],
+    "sdk.version": [None, [1, {"a": 2}], "v" * 2000, 5, True, 1.5],
+}
+
+
+def test_encode_events_on_each_field_made_wrong() -> None:
+    """Every key of realistic events (one per type) made wrong or unusual in turn, or left out, after the
+    valid event (whose layout is then cached): the same records and first errors as event by event."""
+    base = bench_events("shop", 18)
+    batch: list[Any] = []
+    for n, event in enumerate(base):
+        event["event_id"] = f"id-{n}"
+        batch.append(dict(event))
+        for key in event:
+            spec = ingest.FIELDS_BY_NAME.get(key)
+            bad = list(_BAD[spec.kind] if spec else _BAD.get(key, _BAD["sdk.version"]))
+            if spec is not None and spec.choices:
+                bad.append("not-a-choice")
+            for i, value in enumerate(bad):
+                batch.append({**event, "event_id": f"id-{n}-{key}-{i}", key: value})
+            without = {k: v for k, v in event.items() if k != key}
+            batch += [without, {**without, "event_id": f"id-{n}-{key}-missing"}]  # a layout met twice
+    batch += [{**base[0], "metadata": {"blob": "x" * MAX_EVENT_BYTES}}, {**base[1], "k": "y" * MAX_EVENT_BYTES}]
+    ingest._LAYOUTS.clear()
+    for ctx in (
+        CTX,
+        IngestContext("org-1", "proj-1", "shop", NOW, 5_000, False, check_event_size=False),
+        IngestContext("org-1", "proj-1", "shop", NOW),
+    ):
+        expected = _one_by_one([dict(e) for e in batch], ctx)
+        assert encode_events([dict(e) for e in batch], ctx) == expected
+        assert len(expected[3]) > 500 and len(expected[0]) > 300  # both outcomes well represented
 
 
 def test_shortcut_taken_for_realistic_events_and_results_identical() -> None:
