@@ -66,40 +66,76 @@ class EventRecord:
         if raw is None:
             raise RecordDecodeError("record: empty value")
         try:
-            d = orjson.loads(raw)
+            d = _loads(raw)
         except orjson.JSONDecodeError as exc:
             raise RecordDecodeError(f"record: not JSON ({exc})") from exc
         if type(d) is not dict or d.get("v") != RECORD_VERSION:
             raise RecordDecodeError("record: not an event record of version 1")
-        # Every processor decodes every record: the checks are inlined and the frozen instance is filled
-        # without the generated __init__ (half the cost); orjson yields exact str/int/dict types.
-        rec = _new(cls)
+        # Every processor decodes every record.  The gateway writes every key with its exact type (orjson
+        # yields exact str/int/dict types), so the common case is read with subscripts and checked in one
+        # expression; anything else (a missing optional key, a null object, a refusal) goes the generic way.
+        # The frozen instance is filled without the generated __init__ (half the cost).
         try:
-            for k in _STRINGS:
-                v = d[k]
-                if type(v) is not str or not v:
-                    raise TypeError(f"{k} must be a non-empty string")
-                _set(rec, k, v)
-            for k in _INTS:
-                v = d[k]
-                if type(v) is not int:
-                    raise TypeError(f"{k} must be an integer")
-                _set(rec, k, v)
-            v = d.get("client_ts_ms")
-            if v is not None and type(v) is not int:
-                raise TypeError("client_ts_ms must be an integer")
-            _set(rec, "client_ts_ms", v)
-            _set(rec, "ts_filled", bool(d.get("ts_filled", False)))
-            for k in _DICTS:
-                v = d.get(k) or {}
-                if type(v) is not dict:
-                    raise TypeError(f"{k} must be an object")
-                _set(rec, k, v)
-        except (KeyError, TypeError) as exc:
-            raise RecordDecodeError(f"record: {exc}") from exc
+            org_id, project_id, event_id = d["org_id"], d["project_id"], d["event_id"]
+            session_id, event_type, ts_ms, received_ms = d["session_id"], d["event_type"], d["ts_ms"], d["received_ms"]
+            client_ts_ms, ts_filled = d["client_ts_ms"], d["ts_filled"]
+            fields, metadata, extra = d["fields"], d["metadata"], d["extra"]
+        except KeyError:
+            return _decode_generic(cls, d)
+        if not (
+            type(org_id) is str and org_id and type(project_id) is str and project_id
+            and type(event_id) is str and event_id and type(session_id) is str and session_id
+            and type(event_type) is str and event_type and type(ts_ms) is int and type(received_ms) is int
+            and (client_ts_ms is None or type(client_ts_ms) is int) and type(ts_filled) is bool
+            and type(fields) is dict and type(metadata) is dict and type(extra) is dict
+        ):  # fmt: skip
+            return _decode_generic(cls, d)
+        rec = _new(cls)
+        _set(rec, "org_id", org_id)
+        _set(rec, "project_id", project_id)
+        _set(rec, "event_id", event_id)
+        _set(rec, "session_id", session_id)
+        _set(rec, "event_type", event_type)
+        _set(rec, "ts_ms", ts_ms)
+        _set(rec, "received_ms", received_ms)
+        _set(rec, "client_ts_ms", client_ts_ms)
+        _set(rec, "ts_filled", ts_filled)
+        _set(rec, "fields", fields)
+        _set(rec, "metadata", metadata)
+        _set(rec, "extra", extra)
         return rec
 
 
+def _decode_generic(cls: type[EventRecord], d: dict[str, Any]) -> EventRecord:
+    """Any decoded version-1 record: optional keys may be missing, objects null; the first problem refuses it."""
+    rec = _new(cls)
+    try:
+        for k in _STRINGS:
+            v = d[k]
+            if type(v) is not str or not v:
+                raise TypeError(f"{k} must be a non-empty string")
+            _set(rec, k, v)
+        for k in _INTS:
+            v = d[k]
+            if type(v) is not int:
+                raise TypeError(f"{k} must be an integer")
+            _set(rec, k, v)
+        v = d.get("client_ts_ms")
+        if v is not None and type(v) is not int:
+            raise TypeError("client_ts_ms must be an integer")
+        _set(rec, "client_ts_ms", v)
+        _set(rec, "ts_filled", bool(d.get("ts_filled", False)))
+        for k in _DICTS:
+            v = d.get(k) or {}
+            if type(v) is not dict:
+                raise TypeError(f"{k} must be an object")
+            _set(rec, k, v)
+    except (KeyError, TypeError) as exc:
+        raise RecordDecodeError(f"record: {exc}") from exc
+    return rec
+
+
+_loads = orjson.loads
 _new = object.__new__
 _set = object.__setattr__
 _STRINGS = ("org_id", "project_id", "event_id", "session_id", "event_type")

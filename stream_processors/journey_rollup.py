@@ -79,9 +79,12 @@ def rollup(
     policy: SessionPolicy,
     now_ms: int,
     identities: Mapping[str, str] | None = None,
+    progress: Sequence[Sequence[JourneyProgress]] | None = None,
 ) -> SessionRollup:
     """``identities``: the active-users member of applied events that have one other than their ``user_id``
-    (by event id); events without either count as their session."""
+    (by event id); events without either count as their session.  ``progress``: the journey progress of
+    each of ``update.summaries`` when the caller has it (:func:`~stream_processors.journeys.runs_progress`;
+    required for an update without ``segment_events``), else computed from ``update.segment_events``."""
     counters: dict[str, int] = {}
     oldest_minute = minute_of(now_ms) - RT_TTL_S // 60
     if not journeys and not stored_entries:  # nothing to compute, compare or hide
@@ -98,20 +101,21 @@ def rollup(
     new_touched: set[str] = set()
     new_rows: set[tuple[int, str]] = set()
     session_journeys: dict[int, tuple[str, str, str]] = {}
-    for summary, events in zip(update.summaries, update.segment_events, strict=True):
+    if progress is None:
         # Stored statuses depend on the segment's events only (never on which segment was newest when a batch
         # ran: a crash and replay must write what a clean run writes): journey rows keep ``pending`` until
         # a final status, resolved with ``closes_at`` by readers; the sessions row takes the closed form.
-        progress = journey_progress(events, journeys, newest=True)
-        if not progress:
+        progress = [journey_progress(events, journeys, newest=True) for events in update.segment_events]
+    for summary, found in zip(update.summaries, progress, strict=True):
+        if not found:
             continue
         closes_at = min(summary.ended_ms + policy.timeout_ms, summary.started_ms + policy.max_length_ms)
-        for p in progress:
+        for p in found:
             rows.append(_row(key, summary.segment, version, p, active[p.journey_id], closes_at))
             row_keys.append(f"{key.project_id}:{p.journey_id}:{key.session_id}:{summary.segment}:{version}")
             new_rows.add((summary.segment, p.journey_id))
             new_touched.update(_entry(summary.segment, p.journey_id, pos, ts) for pos, ts in p.entries)
-        chosen = session_journey(progress)
+        chosen = session_journey(found)
         if chosen is not None:
             session_journeys[summary.segment] = (chosen.journey_id, chosen.step_ids[-1], closed_status(chosen))
     at = update.live.ended_ms if update.live is not None else max((s.ended_ms for s in update.summaries), default=0)

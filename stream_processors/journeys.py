@@ -7,8 +7,10 @@ tokens ``journey_id/position``, in the :class:`~schemas.sessions.LiveEvent` (sto
 Redis).  A journey change therefore applies to events processed after the change is picked up; events
 already processed keep the steps they matched then.  Whenever the sink recomputes a segment (any event
 that changes it, late ones included), :func:`journey_progress` recomputes every active journey of the
-project from the segment's ordered events, never incrementally, so a late or out-of-order event lands
-where it belongs.
+project from the segment's ordered events, so a late or out-of-order event lands where it belongs.  Only
+when the new events of a session all come after its newest segment's last event does the sink extend that
+segment's runs instead (:class:`JourneyRun`, :func:`extend_runs`): the rule is a left-to-right fold, so
+extending it by later events is the same as folding all of them.
 
 Rule 6, exactly as implemented (``J`` = the journey's timeout):
 
@@ -31,7 +33,7 @@ when they were computed: a replay after a crash writes the same rows as a clean 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 from schemas.matchers import Matcher, matches
@@ -41,13 +43,17 @@ from schemas.sessions import LiveEvent, journey_token
 __all__ = [
     "STATUSES",
     "JourneyProgress",
+    "JourneyRun",
     "JourneySpec",
     "JourneyStep",
     "Status",
     "closed_status",
+    "extend_runs",
     "journey_progress",
+    "journey_runs",
     "match_tokens",
     "resolved_status",
+    "runs_progress",
     "session_journey",
 ]
 
@@ -152,48 +158,104 @@ def journey_progress(
     out: list[JourneyProgress] = []
     for journey in journeys:
         if journey.steps:
-            p = _one(journey, events, newest)
+            p = JourneyRun().extend(journey, events).progress(journey, newest)
             if p is not None:
                 out.append(p)
     return out
 
 
-def _one(journey: JourneySpec, events: Sequence[LiveEvent], newest: bool) -> JourneyProgress | None:
-    positions = [s.position for s in journey.steps]
-    tokens = [journey_token(journey.id, p) for p in positions]  # compared with LiveEvent.journeys as is
-    times: list[int] = []  # the current attempt's step entry times
-    entries: set[tuple[int, int]] = set()
-    attempts = 0
-    abandoned = converted = False
-    for e in events:
-        if times and not abandoned and e.ts_ms - times[-1] > journey.timeout_ms:
-            abandoned = True  # the session went on past the timeout without progress
-        if not e.journeys:
-            continue
-        if not times or abandoned:
-            if tokens[0] in e.journeys:
-                times, abandoned, attempts = [e.ts_ms], False, attempts + 1
-                entries.add((positions[0], e.ts_ms))
-            continue
-        if tokens[len(times)] in e.journeys:
-            entries.add((positions[len(times)], e.ts_ms))
-            times.append(e.ts_ms)
-            if len(times) == len(positions):
-                converted = True
-                break
-    if not times:
-        return None
-    status: Status
-    if converted:
-        status = "converted"
-    elif abandoned:
-        status = "abandoned"
-    elif newest:
-        status = "pending"
-    else:
-        status = "bounced" if len(times) == 1 else "dropped"
-    step_ids = tuple(s.id for s in journey.steps[: len(times)])
-    return JourneyProgress(journey.id, status, tuple(times), step_ids, attempts, frozenset(entries))
+@dataclass(slots=True)
+class JourneyRun:
+    """Rule 6 folded over a segment's events in order, for one journey: the current attempt's step times,
+    every entry, the attempts, and whether the attempt is abandoned or converted.  Folding ``a`` then
+    ``b`` is folding ``a + b`` (the fold only moves forward), so the runs of a segment's journeys can be
+    extended by later events (:func:`extend_runs`) instead of recomputed."""
+
+    times: list[int] = field(default_factory=list)  # the current attempt's step entry times
+    entries: set[tuple[int, int]] = field(default_factory=set)
+    attempts: int = 0
+    abandoned: bool = False
+    converted: bool = False
+
+    def copy(self) -> JourneyRun:
+        return JourneyRun(list(self.times), set(self.entries), self.attempts, self.abandoned, self.converted)
+
+    def extend(self, journey: JourneySpec, events: Sequence[LiveEvent]) -> JourneyRun:
+        """Fold ``events`` (in order, after the ones folded so far) into this run; returns it."""
+        if self.converted:
+            return self  # converted is final: nothing after it counts
+        positions = [s.position for s in journey.steps]
+        tokens = [journey_token(journey.id, p) for p in positions]  # compared with LiveEvent.journeys as is
+        times, entries, attempts, abandoned = self.times, self.entries, self.attempts, self.abandoned
+        timeout = journey.timeout_ms
+        for e in events:
+            if times and not abandoned and e.ts_ms - times[-1] > timeout:
+                abandoned = True  # the session went on past the timeout without progress
+            if not e.journeys:
+                continue
+            if not times or abandoned:
+                if tokens[0] in e.journeys:
+                    times, abandoned, attempts = [e.ts_ms], False, attempts + 1
+                    entries.add((positions[0], e.ts_ms))
+                continue
+            if tokens[len(times)] in e.journeys:
+                entries.add((positions[len(times)], e.ts_ms))
+                times.append(e.ts_ms)
+                if len(times) == len(positions):
+                    self.converted = True
+                    break
+        self.times, self.attempts, self.abandoned = times, attempts, abandoned
+        return self
+
+    def progress(self, journey: JourneySpec, newest: bool) -> JourneyProgress | None:
+        """The reported attempt (None: the journey was never entered)."""
+        times = self.times
+        if not times:
+            return None
+        status: Status
+        if self.converted:
+            status = "converted"
+        elif self.abandoned:
+            status = "abandoned"
+        elif newest:
+            status = "pending"
+        else:
+            status = "bounced" if len(times) == 1 else "dropped"
+        step_ids = tuple(s.id for s in journey.steps[: len(times)])
+        return JourneyProgress(journey.id, status, tuple(times), step_ids, self.attempts, frozenset(self.entries))
+
+
+def journey_runs(events: Sequence[LiveEvent], journeys: Sequence[JourneySpec]) -> tuple[JourneyRun, ...]:
+    """One run per journey (in ``journeys`` order) over a segment's ordered events."""
+    return extend_runs(tuple(JourneyRun() for _ in journeys), journeys, events)
+
+
+def extend_runs(
+    runs: Sequence[JourneyRun], journeys: Sequence[JourneySpec], events: Sequence[LiveEvent]
+) -> tuple[JourneyRun, ...]:
+    """``runs`` (of :func:`journey_runs` with the same ``journeys``) extended by later events in order, as
+    new runs (``runs`` are left as they are).  A run that no event can change is shared, not copied."""
+    if not any(e.journeys for e in events):
+        # Only the abandonment of an entered, unconverted attempt can change without journey steps.
+        return tuple(
+            run.copy().extend(j, events) if run.times and not run.converted and not run.abandoned else run
+            for run, j in zip(runs, journeys, strict=True)
+        )
+    return tuple(
+        run.copy().extend(j, events) if j.steps and not run.converted else run
+        for run, j in zip(runs, journeys, strict=True)
+    )
+
+
+def runs_progress(runs: Sequence[JourneyRun], journeys: Sequence[JourneySpec], newest: bool) -> list[JourneyProgress]:
+    """:func:`journey_progress` of the segment the runs were folded over."""
+    out: list[JourneyProgress] = []
+    for run, journey in zip(runs, journeys, strict=True):
+        if journey.steps:
+            p = run.progress(journey, newest)
+            if p is not None:
+                out.append(p)
+    return out
 
 
 def closed_status(p: JourneyProgress) -> Status:

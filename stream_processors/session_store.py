@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Container, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, NamedTuple, Protocol
@@ -36,6 +36,7 @@ __all__ = [
     "ClickHouseSegmentIndex",
     "MemorySessionStore",
     "MemorySessionsTable",
+    "PackedEvents",
     "RealtimeUpdate",
     "RedisSessionStore",
     "SegmentIndex",
@@ -64,6 +65,36 @@ class StoredSession:
     ledger: Ledger | None  # None: no live state (new, expired, or never saved)
     events: Mapping[str, LiveEvent]
     journey_entries: frozenset[str] = frozenset()  # step entries already counted (schemas.sessions LEDGER_FIELDS)
+    # What the sink derived from exactly these events when it saved them (SessionWrite.memo), when the store
+    # still has it for the stored ledger version; opaque to the store.
+    memo: object | None = None
+
+
+class PackedEvents(Mapping[str, LiveEvent]):
+    """Stored live events as packed in Redis, unpacked only when read: an update that extends the session's
+    tail (:func:`stream_processors.sessionize.extend_tail`) only asks which event ids exist."""
+
+    __slots__ = ("_packed",)
+
+    def __init__(self, packed: Mapping[str, bytes | str]) -> None:
+        self._packed = packed
+
+    def __getitem__(self, event_id: str) -> LiveEvent:
+        return LiveEvent.unpack(event_id, self._packed[event_id])
+
+    def __contains__(self, event_id: object) -> bool:
+        return event_id in self._packed
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._packed)
+
+    def __len__(self) -> int:
+        return len(self._packed)
+
+    @property
+    def ids(self) -> Container[str]:
+        """The event ids, for membership tests without a Python-level call per test."""
+        return self._packed.keys()
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +116,7 @@ class SessionWrite:
     reset_events: bool = False  # the stored events belong to no ledger: replace them, do not add to them
     journey_entries: frozenset[str] = frozenset()
     realtime: RealtimeUpdate = field(default_factory=RealtimeUpdate)
+    memo: object | None = None  # returned by the next load while the stored version is this write's
 
 
 ACTIVE_SET_TTL_S = 3600  # an active set of a project without events disappears after this
@@ -197,7 +229,7 @@ for s = 1, #sessions do
   redis.call('DEL', live)
   redis.call('HSET', live, unpack(view))
   redis.call('EXPIRE', live, ttl)
-  if redis.call('EXISTS', events) == 1 then redis.call('EXPIRE', events, ttl) end
+  redis.call('EXPIRE', events, ttl)
 end
 local rt = cjson.decode(ARGV[4])
 for _, c in ipairs(rt[1]) do
@@ -257,11 +289,12 @@ class RedisSessionStore:
         self._redis = redis
         self._save = redis.register_script(_SAVE)
         self._load = redis.register_script(_LOAD)
-        self._cache: OrderedDict[SessionKey, tuple[int, dict[str, bytes]]] = OrderedDict()
+        # Packed events by id: bytes as read from Redis, str as saved (LiveEvent.pack_text).
+        self._cache: OrderedDict[SessionKey, tuple[int, dict[str, bytes | str], object | None]] = OrderedDict()
         self._cached = 0
         self._cache_events = cache_events
         self._chunk = chunk
-        self._loaded: dict[SessionKey, dict[str, bytes]] = {}  # packed events of the last load
+        self._loaded: dict[SessionKey, dict[str, bytes | str]] = {}  # packed events of the last load
 
     async def load(self, keys: Sequence[SessionKey]) -> tuple[dict[SessionKey, StoredSession], int]:
         stored: dict[SessionKey, StoredSession] = {}
@@ -283,7 +316,6 @@ class RedisSessionStore:
             cached = cache.get(k)
             cached_versions.append(str(cached[0]) if cached is not None else "")
         reply: list[Any] = await self._load(keys=redis_keys, args=cached_versions)
-        unpack = LiveEvent.unpack
         for i, k in enumerate(keys):
             version, segments, sealed, sealed_end, frontier, entries = reply[2 + 2 * i]
             raw = reply[3 + 2 * i]
@@ -296,16 +328,17 @@ class RedisSessionStore:
                     int(frontier) if frontier else None,
                     int(version),
                 )
-            packed: dict[str, bytes]
+            packed: dict[str, bytes | str]
+            memo = None
             if raw == 0:  # the stored version is the cached one
-                packed = cache[k][1]
+                _, packed, memo = cache[k]
                 cache.move_to_end(k)
             else:
                 it = iter(raw)
                 packed = {_text(name): _bytes(value) for name, value in zip(it, it, strict=True)}
             self._loaded[k] = packed
-            events = {event_id: unpack(event_id, value) for event_id, value in packed.items()}
-            stored[k] = StoredSession(ledger, events, _journey_entries(entries) if entries else frozenset())
+            journey_entries = _journey_entries(entries) if entries else frozenset()
+            stored[k] = StoredSession(ledger, PackedEvents(packed), journey_entries, memo)
         return int(reply[0]) * 1_000_000 + int(reply[1])
 
     async def save(self, writes: Sequence[SessionWrite], now_ms: int = 0) -> None:
@@ -314,16 +347,15 @@ class RedisSessionStore:
             chunk = writes[i : i + self._chunk]
             keys: list[str] = []
             sessions: list[list[Any]] = []
-            packs: list[list[tuple[str, bytes]]] = []
+            packs: list[list[str]] = []
             for w in chunk:
                 project_id, session_id = w.key.project_id, w.key.session_id
                 keys += [live_key(project_id, session_id), events_key(project_id, session_id)]
                 u = w.update
-                added: list[str] = []
-                packed = [(e.event_id, e.pack()) for e in u.added]
-                for event_id, value in packed:
-                    added += [event_id, value.decode()]
-                packs.append(packed)
+                added: list[str] = []  # [event id, packed event, ...]: no object per event beyond its text
+                for e in u.added:
+                    added += (e.event_id, e.pack_text())
+                packs.append(added)
                 dropped = sorted(u.dropped) if u.dropped else []
                 sessions.append([str(w.ttl_s), "1" if w.reset_events else "0", added, dropped, _live_hash(w)])
             args: list[bytes | int | str] = [
@@ -337,23 +369,24 @@ class RedisSessionStore:
             for w, packed in zip(chunk, packs, strict=True):
                 self._remember(w, packed)
 
-    def _remember(self, w: SessionWrite, added: list[tuple[str, bytes]]) -> None:
+    def _remember(self, w: SessionWrite, added: list[str]) -> None:
         """Cache what the save left in Redis: the loaded events (none after a reset), less the dropped,
-        plus the added.  A session saved without being loaded first is not cached (its other events are
-        unknown here)."""
+        plus the added, with the write's memo.  A session saved without being loaded first is not cached
+        (its other events are unknown here).  The loaded dict is changed in place (no copy per session):
+        nothing reads it after the save, and doing this twice (a save retried) leaves the same dict."""
         old = self._cache.pop(w.key, None)
         self._cached -= len(old[1]) if old else 0
-        loaded = {} if w.reset_events else self._loaded.get(w.key)
-        if loaded is None:
+        events = {} if w.reset_events else self._loaded.get(w.key)
+        if events is None:
             return
-        events = dict(loaded)
         for event_id in w.update.dropped:
             events.pop(event_id, None)
-        events.update(added)
-        self._cache[w.key] = (w.update.ledger.version, events)
+        it = iter(added)
+        events.update(zip(it, it, strict=True))
+        self._cache[w.key] = (w.update.ledger.version, events, w.memo)
         self._cached += len(events)
         while self._cached > self._cache_events and self._cache:
-            _, (_, evicted) = self._cache.popitem(last=False)
+            _, (_, evicted, _) = self._cache.popitem(last=False)
             self._cached -= len(evicted)
 
     async def ping(self) -> bool:
@@ -419,16 +452,19 @@ class MemorySessionStore:
     counters: dict[str, int] = field(default_factory=dict)
     expire_at: dict[str, int] = field(default_factory=dict)
     active: dict[str, dict[str, int]] = field(default_factory=dict)
+    memos: dict[SessionKey, tuple[int, object]] = field(default_factory=dict)  # by ledger version, as Redis's cache
     clock_us: int = 0
     fail: bool = False
 
     async def load(self, keys: Sequence[SessionKey]) -> tuple[dict[SessionKey, StoredSession], int]:
         self._check()
         self.clock_us += 1
-        out = {
-            k: StoredSession(self.ledgers.get(k), dict(self.events.get(k, {})), self.entries.get(k, frozenset()))
-            for k in keys
-        }
+        out = {}
+        for k in keys:
+            ledger = self.ledgers.get(k)
+            memo = self.memos.get(k)
+            kept = memo[1] if memo is not None and ledger is not None and memo[0] == ledger.version else None
+            out[k] = StoredSession(ledger, dict(self.events.get(k, {})), self.entries.get(k, frozenset()), kept)
         return out, self.clock_us
 
     async def save(self, writes: Sequence[SessionWrite], now_ms: int = 0) -> None:
@@ -460,6 +496,10 @@ class MemorySessionStore:
             events.update({e.event_id: e for e in w.update.added})
             self.events[w.key] = events
             self.ledgers[w.key] = w.update.ledger
+            if w.memo is not None:
+                self.memos[w.key] = (w.update.ledger.version, w.memo)
+            else:
+                self.memos.pop(w.key, None)
             if w.update.live is not None:
                 self.views[w.key] = live_view_fields(w.update.live, w.update.last_event_type, w.timeout_ms)
 
@@ -469,6 +509,7 @@ class MemorySessionStore:
         self.events.pop(key, None)
         self.views.pop(key, None)
         self.entries.pop(key, None)
+        self.memos.pop(key, None)
 
     async def ping(self) -> bool:
         return not self.fail

@@ -5,9 +5,11 @@ the clock passed in.  The semantics are ../shared/design/analytics-semantics.md 
   then the event id, so that the result never depends on the order events are handed in.
 * A segment ends where the gap to the next event is strictly greater than the timeout, or before the
   first event more than 24 h after the segment's first event.  Segments are numbered from 1.
-* Attributes are recomputed from the segment's events whenever the segment changes, never incremented: a
-  late or out-of-order event lands where it belongs (it may join two segments, which renumbers the later
-  ones), and an event id seen before changes nothing (the first delivery counts).
+* Attributes are recomputed from the segment's events whenever the segment changes: a late or
+  out-of-order event lands where it belongs (it may join two segments, which renumbers the later ones),
+  and an event id seen before changes nothing (the first delivery counts).  The one exception is exact by
+  construction: events that all come after the newest segment's last event and stay in it extend its
+  :class:`SegmentTally` (:func:`extend_tail`), the same fold :func:`summarize` runs over all its events.
 
 State and its bound.  :func:`advance` takes the session's :class:`Ledger` and the stored events of its
 *live* segments, and returns what to store and which segments to (re)write.  A segment is **sealed** (its
@@ -27,7 +29,7 @@ from __future__ import annotations
 
 import bisect
 import operator
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Container, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 from schemas.sessions import LiveEvent, SessionSummary
@@ -37,9 +39,12 @@ __all__ = [
     "MINUTE_MS",
     "ArchivedSegment",
     "Ledger",
+    "SegmentTally",
     "SessionPolicy",
     "SessionUpdate",
+    "Tail",
     "advance",
+    "extend_tail",
     "is_open",
     "ledger_from_archive",
     "sessionize",
@@ -111,6 +116,20 @@ def ledger_from_archive(archived: Sequence[ArchivedSegment], written_before: int
 
 
 @dataclass(frozen=True, slots=True)
+class Tail:
+    """The newest live segment of a session as an update left it: what :func:`extend_tail` needs to apply
+    later arrivals that all come after its last event, without the session's stored events.  Valid for
+    the ledger version of that update only (the caller keeps it beside the events of that version)."""
+
+    policy: SessionPolicy
+    live_segments: int  # live segments of the session, this one included (the last)
+    seal_check_ms: int | None  # newest event time above which a closed live segment becomes sealable
+    tally: SegmentTally  # of this segment; never changed (extend_tail folds into a copy)
+    last_order: tuple[int, int, int, int, str]  # LiveEvent.order of its last event
+    last_event_type: str
+
+
+@dataclass(frozen=True, slots=True)
 class SessionUpdate:
     """What :func:`advance` decided for one session id."""
 
@@ -123,9 +142,12 @@ class SessionUpdate:
     last_event_type: str = ""  # of the newest live event
     not_applied: int = 0  # events older than the live state (warehouse only)
     duplicates: int = 0
-    segment_events: tuple[Sequence[LiveEvent], ...] = ()  # the ordered events of each of ``summaries``
+    # The ordered events of each of ``summaries``; empty for an update of extend_tail, whose caller extends
+    # the journeys of the tail instead of recomputing them.
+    segment_events: tuple[Sequence[LiveEvent], ...] = ()
     applied: tuple[LiveEvent, ...] = ()  # arrivals applied now (not duplicates, not refused), sealed or not
     sealed_now: int = 0  # the first ``sealed_now`` summaries are segments sealed now (final)
+    tail: Tail | None = None  # the newest live segment when it changed (see :func:`extend_tail`)
 
     @property
     def changed(self) -> bool:
@@ -158,37 +180,79 @@ def summarize(number: int, events: Sequence[LiveEvent]) -> SessionSummary:
     first and last path among them and ``unique_pages`` the distinct non-empty paths.  ``error_count``
     counts ``error`` events; ``user_id`` is the last non-empty one; device, browser and OS the first given.
     """
-    page_views = errors = 0
-    pages: set[str] = set()
-    entry = exit_ = user = device = browser = os_ = ""
-    for e in events:
-        if e.event_type == "page.view":
-            page_views += 1
-            if e.page:
-                pages.add(e.page)
-                entry = entry or e.page
-                exit_ = e.page
-        elif e.event_type == "error":
-            errors += 1
-        user = e.user_id or user
-        device = device or e.device
-        browser = browser or e.browser
-        os_ = os_ or e.os
-    return SessionSummary(
-        segment=number,
-        started_ms=events[0].ts_ms,
-        ended_ms=events[-1].ts_ms,
-        event_count=len(events),
-        page_views=page_views,
-        unique_pages=len(pages),
-        error_count=errors,
-        entry_page=entry,
-        exit_page=exit_,
-        user_id=user,
-        device=device,
-        browser=browser,
-        os=os_,
-    )
+    return SegmentTally(number).extend(events).summary()
+
+
+@dataclass(slots=True)
+class SegmentTally:
+    """The running attributes of one segment (what :func:`summarize` folds over its events in order), so that
+    a segment can be extended by later events without its earlier ones: folding ``a`` then ``b`` is
+    folding ``a + b``, because every attribute is a count, a set, a first or a last."""
+
+    number: int
+    started_ms: int = 0
+    ended_ms: int = 0
+    event_count: int = 0
+    page_views: int = 0
+    pages: set[str] = field(default_factory=set)
+    error_count: int = 0
+    entry_page: str = ""
+    exit_page: str = ""
+    user_id: str = ""
+    device: str = ""
+    browser: str = ""
+    os: str = ""
+
+    def extend(self, events: Sequence[LiveEvent]) -> SegmentTally:
+        """Fold ``events`` (in order, all after the ones folded so far) into this tally; returns it."""
+        if not events:
+            return self
+        page_views, errors, pages = self.page_views, self.error_count, self.pages
+        entry, exit_, user = self.entry_page, self.exit_page, self.user_id
+        device, browser, os_ = self.device, self.browser, self.os
+        for e in events:
+            if e.event_type == "page.view":
+                page_views += 1
+                if e.page:
+                    pages.add(e.page)
+                    entry = entry or e.page
+                    exit_ = e.page
+            elif e.event_type == "error":
+                errors += 1
+            user = e.user_id or user
+            device = device or e.device
+            browser = browser or e.browser
+            os_ = os_ or e.os
+        if not self.event_count:
+            self.started_ms = events[0].ts_ms
+        self.ended_ms = events[-1].ts_ms
+        self.event_count += len(events)
+        self.page_views, self.error_count = page_views, errors
+        self.entry_page, self.exit_page, self.user_id = entry, exit_, user
+        self.device, self.browser, self.os = device, browser, os_
+        return self
+
+    def copy(self) -> SegmentTally:
+        return SegmentTally(self.number, self.started_ms, self.ended_ms, self.event_count, self.page_views,
+                            set(self.pages), self.error_count, self.entry_page, self.exit_page, self.user_id,
+                            self.device, self.browser, self.os)  # fmt: skip
+
+    def summary(self) -> SessionSummary:
+        return SessionSummary(
+            segment=self.number,
+            started_ms=self.started_ms,
+            ended_ms=self.ended_ms,
+            event_count=self.event_count,
+            page_views=self.page_views,
+            unique_pages=len(self.pages),
+            error_count=self.error_count,
+            entry_page=self.entry_page,
+            exit_page=self.exit_page,
+            user_id=self.user_id,
+            device=self.device,
+            browser=self.browser,
+            os=self.os,
+        )
 
 
 def sessionize(events: Iterable[LiveEvent], policy: SessionPolicy) -> list[SessionSummary]:
@@ -328,16 +392,25 @@ def advance(
     first = len(segments)
     if earliest is not None:
         first = next((i for i, seg in enumerate(segments) if seg[-1].order >= earliest), len(segments))
-    summaries = [summarize(ledger.sealed + i + 1, segments[i]) for i in range(first, len(segments))]
+    summaries = [summarize(ledger.sealed + i + 1, segments[i]) for i in range(first, len(segments) - 1)]
+    tally = None
+    if first < len(segments):
+        tally = SegmentTally(ledger.sealed + len(segments)).extend(segments[-1])
+        summaries.append(tally.summary())
     newest = (
         summaries[-1] if summaries else summarize(ledger.sealed + len(segments), segments[-1]) if segments else None
     )
     total = ledger.sealed + len(segments)
     changed = bool(added or dropped or sealed_now)
     written = ledger.segments  # before this update
+    tail = None
     if changed:
         version = max(ledger.version + 1, version_floor)
         ledger = Ledger(total, ledger.sealed, ledger.sealed_end_ms, ledger.frontier_ms, version)
+        if tally is not None:
+            seal_check = segments[0][-1].ts_ms + policy.late_horizon_ms if len(segments) > 1 else None
+            last = segments[-1][-1]
+            tail = Tail(policy, len(segments), seal_check, tally, last.order, last.event_type)
     return SessionUpdate(
         ledger=ledger,
         added=tuple(added.values()),
@@ -351,4 +424,84 @@ def advance(
         segment_events=(*sealed_events, *segments[first:]) if changed else (),
         applied=tuple(applied),
         sealed_now=len(sealed_now) if changed else 0,
+        tail=tail,
     )
+
+
+def extend_tail(
+    tail: Tail | None,
+    ledger: Ledger,
+    known: Container[str],
+    arrivals: Sequence[LiveEvent],
+    policy: SessionPolicy,
+    version_floor: int = 0,
+) -> tuple[SessionUpdate, list[LiveEvent]] | None:
+    """:func:`advance` for the common case, from the session's :class:`Tail` instead of its stored events:
+    every applied arrival comes after the tail's last event (in order), none of them starts a new segment
+    (gap, 24 h cap) and none makes a closed live segment sealable.  Then the only segment that changes is
+    the tail, extended by the arrivals in order, which is what :func:`advance` computes from all events.
+    ``tail`` None: the session has no live events (new, all sealed, or rebuilt from the warehouse); the
+    applied arrivals then form one new segment (or the case does not apply).  ``known``: the ids of the
+    stored live events (duplicates).  Returns the update and the applied events in order (the caller
+    extends the tail's journeys with them), or None when the case does not apply (the caller runs
+    :func:`advance`)."""
+    if tail is not None and tail.policy != policy:
+        return None
+    added: dict[str, LiveEvent] = {}
+    not_applied = duplicates = 0
+    admits = ledger.sealed_end_ms is None
+    for e in arrivals:
+        if e.event_id in known or e.event_id in added:
+            duplicates += 1
+            continue
+        if not admits and not ledger.admits(e, policy):
+            not_applied += 1
+            continue
+        added[e.event_id] = e
+    applied = list(added.values())
+    if not applied:
+        live, last_type = (tail.tally.summary(), tail.last_event_type) if tail is not None else (None, "")
+        return SessionUpdate(ledger, (), frozenset(), (), (), live, last_type, not_applied, duplicates), []
+    new = applied
+    previous = -1
+    for e in applied:  # strictly increasing times are in order: no order key to build
+        if e.ts_ms <= previous:
+            new = sorted(applied, key=_order)
+            break
+        previous = e.ts_ms
+    if tail is None:
+        start = last = new[0].ts_ms
+        live_segments, seal_check, tally = 1, None, SegmentTally(ledger.sealed + 1)
+    else:
+        if new[0].order <= tail.last_order:
+            return None
+        start, last = tail.tally.started_ms, tail.tally.ended_ms
+        live_segments, seal_check, tally = tail.live_segments, tail.seal_check_ms, tail.tally.copy()
+    timeout, cap = policy.timeout_ms, policy.max_length_ms
+    for e in new:
+        ts = e.ts_ms
+        if ts - last > timeout or ts - start > cap:
+            return None
+        last = ts
+    if seal_check is not None and last > seal_check:
+        return None
+    tally.extend(new)
+    summary = tally.summary()
+    total = ledger.sealed + live_segments
+    version = max(ledger.version + 1, version_floor)
+    extended = Tail(policy, live_segments, seal_check, tally, new[-1].order, new[-1].event_type)
+    added_now = tuple(applied)  # one tuple for both fields: nothing is sealed here
+    update = SessionUpdate(
+        ledger=Ledger(total, ledger.sealed, ledger.sealed_end_ms, ledger.frontier_ms, version),
+        added=added_now,
+        dropped=frozenset(),
+        summaries=(summary,),
+        removed_segments=tuple(range(total + 1, ledger.segments + 1)),
+        live=summary,
+        last_event_type=new[-1].event_type,
+        not_applied=not_applied,
+        duplicates=duplicates,
+        applied=added_now,
+        tail=extended,
+    )
+    return update, new

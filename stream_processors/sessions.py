@@ -14,7 +14,12 @@ runner seals a batch and flushes it while it adds the next records, which wait f
    entries + Redis clock), ask ClickHouse for the segments of session ids Redis does not know (new,
    expired, or never saved: see :func:`~stream_processors.sessionize.ledger_from_archive`), and compute
    every session's update with :func:`stream_processors.sessionize.advance` and its journeys, rows and
-   counters with :func:`stream_processors.journey_rollup.rollup` (both pure).
+   counters with :func:`stream_processors.journey_rollup.rollup` (both pure).  The common cases skip the
+   stored events: a session without live events, or one whose arrivals only extend its newest segment
+   (after its last event, no new segment, no seal), is updated from the segment's running attributes and
+   journey runs that the store keeps beside the events it saved (:class:`_Memo`,
+   :func:`~stream_processors.sessionize.extend_tail`), with the same result as the full recompute
+   (tests/unit/test_sessionize_incremental.py compares both on random streams).
 2. *rows*: insert the rows of every changed segment, plus ``is_deleted`` rows for merged-away segments,
    with one dedup token per table (``sessions``, then ``journey_sessions``, same versions), as
    ``JSONEachRow`` lines (:func:`schemas.sessions.session_json_row`: the stored values of
@@ -42,10 +47,19 @@ from schemas.rows import JOURNEY_SESSION_COLUMNS, SESSION_COLUMNS
 from schemas.sessions import LiveEvent, live_event, session_json_row, session_tombstone_json_row, user_identity
 from stream_processors import metrics
 from stream_processors.journey_rollup import rollup
-from stream_processors.journeys import JourneySpec, match_tokens
+from stream_processors.journeys import (
+    JourneyProgress,
+    JourneyRun,
+    JourneySpec,
+    extend_runs,
+    journey_progress,
+    journey_runs,
+    match_tokens,
+    runs_progress,
+)
 from stream_processors.project_config import ProjectConfig
-from stream_processors.session_store import SegmentIndex, SessionKey, SessionStore, SessionWrite
-from stream_processors.sessionize import SessionPolicy, advance, ledger_from_archive
+from stream_processors.session_store import PackedEvents, SegmentIndex, SessionKey, SessionStore, SessionWrite
+from stream_processors.sessionize import SessionPolicy, Tail, advance, extend_tail, ledger_from_archive
 from stream_processors.sinks import NO_ORIGIN, LineWriter, Origin, check_record, content_token
 
 __all__ = ["PolicySource", "ProjectConfigs", "SessionSink", "fixed_policy"]
@@ -69,6 +83,18 @@ class ProjectConfigs(Protocol):
     def get(self, project_id: str) -> ProjectConfig | None: ...
 
     async def prefetch(self, projects: set[tuple[str, str]]) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class _Memo:
+    """Kept by the store beside a session's saved events (for that ledger version): its newest live
+    segment and the journey runs over it, computed with ``journeys``, so that the next update that only
+    appends to that segment extends them (:func:`~stream_processors.sessionize.extend_tail`,
+    :func:`~stream_processors.journeys.extend_runs`) instead of recomputing from every live event."""
+
+    tail: Tail
+    journeys: tuple[JourneySpec, ...]
+    runs: tuple[JourneyRun, ...]
 
 
 @dataclass
@@ -216,12 +242,38 @@ class SessionSink:
             if ledger is None:
                 ledger = ledger_from_archive(archived.get(key, []), clock_us - ttl * 1_000_000)
             events = state.events if state.ledger is not None else {}
-            update = advance(ledger, events, arrived, policy, version_floor=clock_us)
-            not_applied += update.not_applied
-            if not update.changed:
-                continue
+            # The common cases without the stored events: a session with none, or one whose newest segment
+            # the arrivals only extend (see _Memo); anything else is recomputed from all of them.
+            memo = state.memo if events else None
+            fast = None
+            if not events:
+                fast = extend_tail(None, ledger, events, arrived, policy, version_floor=clock_us)
+            elif type(memo) is _Memo and memo.journeys == journeys:
+                known = events.ids if type(events) is PackedEvents else events
+                fast = extend_tail(memo.tail, ledger, known, arrived, policy, version_floor=clock_us)
+            runs: tuple[JourneyRun, ...] = ()
+            progress: list[list[JourneyProgress]] | None = None
+            if fast is not None:
+                update, extension = fast
+                not_applied += update.not_applied
+                if not update.changed:
+                    continue
+                if journeys and type(memo) is _Memo:
+                    runs = extend_runs(memo.runs, journeys, extension)
+                elif journeys:
+                    runs = journey_runs(extension, journeys)
+                progress = [runs_progress(runs, journeys, True)]
+            else:
+                update = advance(ledger, events, arrived, policy, version_floor=clock_us)
+                not_applied += update.not_applied
+                if not update.changed:
+                    continue
+                if journeys and update.tail is not None:
+                    runs = journey_runs(update.segment_events[-1], journeys)
+                    progress = [journey_progress(ev, journeys, True) for ev in update.segment_events[:-1]]
+                    progress.append(runs_progress(runs, journeys, True))
             version = update.ledger.version
-            done = rollup(key, update, journeys, state.journey_entries, policy, now_ms, batch.identities)
+            done = rollup(key, update, journeys, state.journey_entries, policy, now_ms, batch.identities, progress)
             if done.journey_rows:
                 journey_rows += done.journey_rows
                 journey_keys += done.journey_keys
@@ -237,7 +289,8 @@ class SessionSink:
                     rows.append(session_tombstone_json_row(org_id, project_id, session_id, n, version, newest))
                     row_keys.append(f"{project_id}:{session_id}:{n}:{version}")
             reset = state.ledger is None and bool(state.events)
-            writes.append(SessionWrite(key, update, ttl, policy.timeout_ms, reset, done.entries, done.realtime))
+            memo = _Memo(update.tail, journeys, runs) if update.tail is not None else None
+            writes.append(SessionWrite(key, update, ttl, policy.timeout_ms, reset, done.entries, done.realtime, memo))
         if not_applied:
             metrics.SESSION_EVENTS_NOT_APPLIED.labels(kind=self._kind).inc(not_applied)
             log.info("%d events older than the live state of their session: stored, not sessionized", not_applied)
