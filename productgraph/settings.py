@@ -38,7 +38,7 @@ class ServerSettings(BaseSettings):
     gc_freeze: bool = Field(
         True, description="after start-up, move every object to the GC's permanent generation (productgraph.runtime)"
     )
-    gc_gen0_threshold: int = Field(20_000, description="allocations between young-generation collections")
+    gc_gen0_threshold: int = Field(100_000, description="allocations between young-generation collections")
 
 
 class MigrateSettings(ServerSettings):

@@ -37,6 +37,7 @@ run's.  The runner commits offsets only after ``flush`` returned.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -184,18 +185,25 @@ class SessionSink:
                 return
             self._plan = await self._prepare(sealed)
         plan = self._plan
+        # The two ClickHouse inserts are independent (each idempotent by its token, each marked stored on its
+        # own, so a retry re-sends only what failed) and go together; Redis moves on only after both.
+        await asyncio.gather(self._store_rows(plan), self._store_journey_rows(plan))
+        await self._store.save(plan.writes, plan.now_ms)
+        self._plan = None
+        self._sealed = None
+
+    async def _store_rows(self, plan: _Plan) -> None:
         if plan.rows and not plan.rows_stored:
             await self._writer.insert_lines("sessions", plan.rows, SESSION_COLUMNS, plan.token)
             plan.rows_stored = True
             metrics.SESSION_ROWS.labels(kind=self._kind).inc(len(plan.rows))
+
+    async def _store_journey_rows(self, plan: _Plan) -> None:
         if plan.journey_rows and not plan.journey_rows_stored:
             await self._writer.insert_lines(
                 "journey_sessions", plan.journey_rows, JOURNEY_SESSION_COLUMNS, plan.journey_token
             )
             plan.journey_rows_stored = True
-        await self._store.save(plan.writes, plan.now_ms)
-        self._plan = None
-        self._sealed = None
 
     async def _configure(self, batch: _Batch) -> None:
         """Load the batch's project configurations; match the records kept because theirs was not cached."""

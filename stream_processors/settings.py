@@ -8,7 +8,7 @@ from productgraph.settings import ServerSettings
 
 
 class ProcessorSettings(ServerSettings):
-    batch_max_records: int = Field(10_000, description="flush a batch at this many records")
+    batch_max_records: int = Field(20_000, description="flush a batch at this many records")
     batch_max_age_s: float = Field(1.0, description="... or when its oldest record is this old")
     metrics_port: int = Field(0, description="port of /metrics, /health and /ready (0: none)")
     metrics_host: str = "127.0.0.1"
