@@ -144,6 +144,9 @@ def test_encode_events_equals_event_by_event(
     assert got == expected
 
 
+_FLOAT_KINDS = (Kind.FLOAT, Kind.DURATION, Kind.UNIT_FLOAT)
+
+
 def test_encode_events_takes_the_layout_path_for_realistic_events(monkeypatch: pytest.MonkeyPatch) -> None:
     evs = bench_events("shop", 360)
     for i, e in enumerate(evs):
@@ -153,11 +156,69 @@ def test_encode_events_takes_the_layout_path_for_realistic_events(monkeypatch: p
             e["sdk.none"] = None  # dropped
         if i % 5 == 0:
             e["product_id"] = e.pop("project_id")  # the alias
+        if i % 3 == 1:  # whole numbers in float fields, as JavaScript SDKs send them
+            for key, value in e.items():
+                spec = ingest.FIELDS_BY_NAME.get(key)
+                if spec is not None and spec.kind in _FLOAT_KINDS:
+                    e[key] = 2**60 + i if spec.kind is Kind.DURATION and i % 2 else int(value)
+    kinds = {k: spec.kind for k, spec in ingest.FIELDS_BY_NAME.items()}
+    whole = sum(type(v) is int and kinds.get(k) in _FLOAT_KINDS for e in evs for k, v in e.items())
     expected = _one_by_one([dict(e) for e in evs], CTX)
+    assert len(expected[0]) == 360 and whole >= 40
     calls: list[int] = []
     monkeypatch.setattr(ingest, "validate_event", lambda i, *a, **k: calls.append(i))
     assert encode_events([dict(e) for e in evs], CTX) == expected
     assert calls == []  # no event needed the key-by-key path
+
+
+def test_integers_in_float_fields_stored_as_floats_and_checked_as_such() -> None:
+    """An integer where a float field is expected: converted in place (the key keeps its position), then
+    checked as the float; a bool, a negative duration, a unit float above 1 or an integer too large for a
+    double still end as event by event (errors included), and the variants cached per layout stay bounded."""
+    base = {"event_id": "e", "project_id": "shop", "session.id": "s", "event.type": "performance"}
+    cases: list[dict[str, Any]] = [
+        {**base, "performance.lcp_ms": 1200, "page.path": "/", "performance.cls": 0, "ui.scroll.position": 1},
+        {**base, "performance.lcp_ms": 1200.5, "page.path": "/", "performance.cls": -3, "ui.scroll.position": 0},
+        {**base, "performance.lcp_ms": -1, "page.path": "/", "performance.cls": 0.1, "ui.scroll.position": 1.0},
+        {**base, "performance.lcp_ms": 5, "page.path": "/", "performance.cls": 0.1, "ui.scroll.position": 2},
+        {**base, "performance.lcp_ms": 5, "page.path": "/", "performance.cls": 10**400, "ui.scroll.position": 1},
+        {**base, "performance.lcp_ms": True, "page.path": "/", "performance.cls": 1, "ui.scroll.position": 1},
+        {
+            **base,
+            "performance.lcp_ms": 2**64 - 1,
+            "page.path": "/",
+            "performance.cls": -(2**63),
+            "ui.scroll.position": 0,
+        },
+    ]
+    batch = [dict(c, event_id=f"e{i}") for i, c in enumerate(cases * 2)]  # each variant again, from the cache
+    expected = _one_by_one([dict(e) for e in batch], CTX)
+    got = encode_events([dict(e) for e in batch], CTX)
+    assert got == expected
+    assert [e.error for e in got[3][:4]] == [
+        "performance.lcp_ms: must not be negative",
+        "ui.scroll.position: must be between 0 and 1",
+        "performance.cls: must be a finite number",
+        "performance.lcp_ms: must be a number",
+    ]
+    first = orjson.loads(got[1][0][1])["fields"]
+    assert list(first.items()) == [
+        ("performance.lcp_ms", 1200.0), ("page.path", "/"), ("performance.cls", 0.0), ("ui.scroll.position", 1.0)
+    ]  # fmt: skip
+    assert all(type(v) is float for k, v in first.items() if k != "page.path")
+    layout = ingest._LAYOUTS[tuple(cases[0])]
+    assert layout is not None and 1 <= len(layout.variants) <= ingest._MAX_VARIANTS
+
+
+def test_int_variants_per_layout_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(ingest, "_MAX_VARIANTS", 1)
+    keys = ("event_id", "project_id", "session.id", "event.type", "performance.lcp_ms", "performance.fcp_ms")
+    batch = [dict(zip(keys, (f"e{i}", "shop", "s", "performance", a, b), strict=True))
+             for i, (a, b) in enumerate([(1.5, 2.5), (1, 2.5), (1.5, 2), (1, 2), (1, 2)])]  # fmt: skip
+    ingest._LAYOUTS.pop(keys, None)
+    assert encode_events([dict(e) for e in batch], CTX) == _one_by_one([dict(e) for e in batch], CTX)
+    layout = ingest._LAYOUTS[keys]
+    assert layout is not None and len(layout.variants) == 1
 
 
 _BAD: dict[Any, list[Any]] = {
