@@ -53,7 +53,7 @@ from stream_processors.sessionize import SessionPolicy, SessionUpdate
 __all__ = ["SessionRollup", "rollup"]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # immutable by convention, see sessionize.Ledger
 class SessionRollup:
     journey_rows: list[bytes]  # JSONEachRow lines (schemas.sessions.journey_session_json_row)
     journey_keys: list[str]  # per row "project:journey:session:segment:version" (the insert's dedup token)

@@ -60,7 +60,7 @@ class SessionKey(NamedTuple):
     session_id: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # immutable by convention, see sessionize.Ledger
 class StoredSession:
     ledger: Ledger | None  # None: no live state (new, expired, or never saved)
     events: Mapping[str, LiveEvent]
@@ -97,7 +97,7 @@ class PackedEvents(Mapping[str, LiveEvent]):
         return self._packed.keys()
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # immutable by convention, see sessionize.Ledger
 class RealtimeUpdate:
     """A session's contribution to its project's real-time keys (schemas.sessions ``rt:``), applied with
     its state: ``counters`` (key, delta, expire at in Unix seconds), ``active`` (sorted-set key, member,
@@ -107,7 +107,7 @@ class RealtimeUpdate:
     active: tuple[tuple[str, str, int], ...] = ()
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # immutable by convention, see sessionize.Ledger
 class SessionWrite:
     key: SessionKey
     update: SessionUpdate

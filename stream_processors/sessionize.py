@@ -65,7 +65,11 @@ class SessionPolicy:
     late_horizon_ms: int = DAY_MS
 
 
-@dataclass(frozen=True, slots=True)
+# Ledger, Tail and SessionUpdate (and the per-session records of the store and the sink that refer here) are
+# treated as immutable (changed with dataclasses.replace) but not frozen: several are built per session per
+# flush, and a frozen dataclass costs 2-5 times as much to build (an object.__setattr__ call per field), as
+# with schemas.sessions.LiveEvent.
+@dataclass(slots=True)
 class Ledger:
     """Bookkeeping of one session id beside its live events.
 
@@ -115,7 +119,7 @@ def ledger_from_archive(archived: Sequence[ArchivedSegment], written_before: int
     return Ledger(newest.segment, newest.segment, newest.ended_ms, None, version)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # immutable by convention, see Ledger
 class Tail:
     """The newest live segment of a session as an update left it: what :func:`extend_tail` needs to apply
     later arrivals that all come after its last event, without the session's stored events.  Valid for
@@ -129,7 +133,7 @@ class Tail:
     last_event_type: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # immutable by convention, see Ledger
 class SessionUpdate:
     """What :func:`advance` decided for one session id."""
 

@@ -86,7 +86,7 @@ class ProjectConfigs(Protocol):
     async def prefetch(self, projects: set[tuple[str, str]]) -> None: ...
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # immutable by convention, see sessionize.Ledger
 class _Memo:
     """Kept by the store beside a session's saved events (for that ledger version): its newest live
     segment and the journey runs over it, computed with ``journeys``, so that the next update that only

@@ -20,7 +20,7 @@ import hashlib
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import orjson
 from clickhouse_connect.driver.client import Client
@@ -43,9 +43,9 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True, slots=True)
-class Origin:
-    """Where a record was read: its partition and offset (the receive order within a session)."""
+class Origin(NamedTuple):
+    """Where a record was read: its partition and offset (the receive order within a session).  A named
+    tuple: one is built per record, in C."""
 
     partition: int = -1
     offset: int = 0

@@ -12,7 +12,9 @@ Lifecycle, one run:
    reads the whole topic from the start (the preload plus whatever the topic already held).  Its
    ``/metrics`` are sampled until every partition's consumer lag is 0 (committed = fetch high watermark,
    so everything is durable): records/s over that span (process start-up excluded) and records per CPU
-   second of the process (the per-core figure).
+   second of the process (the per-core figure), plus the CPU seconds the local Redis and ClickHouse server
+   processes spent over the same span (the stack's ``servers``; they share the machine's cores).  Each kind
+   starts once those servers are idle again (at most 30 s: ClickHouse merges the previous kind's parts).
 3. **Ceilings** measured in the same run on the same records: a bare aiokafka consumer reading the topic
    from the start (no decode, no sink), and clickhouse-connect inserting the same ``events`` rows into a
    scratch copy of the table in ``--batch-rows`` batches, as the warehouse sends them (``JSONEachRow``
@@ -197,11 +199,41 @@ async def _preload(bootstrap: str, records: list[EventRecord], say: Say) -> dict
             "record_bytes_mean": round(size / max(len(payloads), 1))}  # fmt: skip
 
 
+def _servers_cpu_s(servers: dict[str, int]) -> dict[str, float | None]:
+    return {name: _proc_cpu_s(pid) for name, pid in servers.items()}
+
+
+def _settle(servers: dict[str, int], limit_s: float = 30.0, idle_share: float = 0.1) -> float:
+    """Wait until the servers use less than ``idle_share`` of a core together over half a second (at most
+    ``limit_s``): what the previous phase left behind (ClickHouse merging the parts it inserted) would
+    otherwise take CPU from the next processor and make its figures depend on the order of the kinds.
+    Returns the seconds waited."""
+    started = time.monotonic()
+    while time.monotonic() - started < limit_s:
+        before = sum(v for v in _servers_cpu_s(servers).values() if v is not None)
+        time.sleep(0.5)
+        after = sum(v for v in _servers_cpu_s(servers).values() if v is not None)
+        if after - before < idle_share * 0.5:
+            break
+    return round(time.monotonic() - started, 1)
+
+
 async def _throughput(
-    kind: str, env: dict[str, str], partitions: int, at_least: int, log_dir: Path, limit_s: float, say: Say
+    kind: str,
+    env: dict[str, str],
+    partitions: int,
+    at_least: int,
+    log_dir: Path,
+    limit_s: float,
+    say: Say,
+    servers: dict[str, int] | None = None,
 ) -> dict[str, Any]:
+    """One processor of ``kind`` from start to lag 0.  ``servers``: local server processes by name (the
+    stack's ``servers``) whose CPU seconds over the same span are reported too: the processor's records cost
+    CPU there as well (Redis scripts, ClickHouse inserts and merges), which shares the machine's cores."""
     proc = _Processor(kind, env, log_dir / f"bench-processor-{kind}.log")
     first: tuple[float, float, float | None] | None = None  # (time, records, cpu s) at the first records seen
+    servers_first: dict[str, float | None] = {}
     last_say = 0.0
     deadline = time.monotonic() + limit_s
     try:
@@ -217,6 +249,7 @@ async def _throughput(
                     records, lag = sample
                     if first is None and records > 0:
                         first = (now, records, _proc_cpu_s(proc.proc.pid))
+                        servers_first = _servers_cpu_s(servers or {})
                     done = records >= at_least and len(lag) >= partitions and not any(lag.values())
                     if first is not None and (done or now - last_say >= 1):
                         last_say = now
@@ -227,6 +260,12 @@ async def _throughput(
                         seconds = now - first[0]
                         cpu_s = cpu - first[2] if cpu is not None and first[2] is not None else None
                         consumed = records - first[1]
+                        servers_cpu = {
+                            name: round(v - before, 2)
+                            for name, v in _servers_cpu_s(servers or {}).items()
+                            if v is not None and (before := servers_first.get(name)) is not None
+                        }
+                        total = cpu_s + sum(servers_cpu.values()) if cpu_s is not None else None
                         return {
                             "kind": kind,
                             "records": int(records),
@@ -234,6 +273,8 @@ async def _throughput(
                             "records_per_s": round(consumed / max(seconds, 1e-9)),
                             "cpu_s": round(cpu_s, 2) if cpu_s is not None else None,
                             "records_per_cpu_s": round(consumed / cpu_s) if cpu_s else None,
+                            "servers_cpu_s": servers_cpu,
+                            "records_per_total_cpu_s": round(consumed / total) if total else None,
                         }
                 await asyncio.sleep(0.25)
     finally:
@@ -509,13 +550,15 @@ def _drop_scratch(ch_url: str, redis_url: str) -> None:
 @click.option("--redis-db", type=click.IntRange(0, 15), default=15, show_default=True,
               help="an EMPTY Redis database for the throughput processes (flushed at the end)")  # fmt: skip
 @click.option("--keep-data", is_flag=True, help="keep the scratch ClickHouse database and Redis database")
+@click.option("--processor-env", "processor_env", multiple=True, metavar="PG_NAME=VALUE",
+              help="a setting of the throughput processes (repeatable), e.g. PG_BATCH_MAX_RECORDS=40000")  # fmt: skip
 @click.option("--timeout", type=float, default=600.0, show_default=True, help="limit per phase, seconds")
 @click.option("--logs", "log_dir", default="reports/logs", show_default=True, help="processor logs of the bench")
 @click.option("--report", "report_path", default="reports/bench-pipeline.json", show_default=True, help="JSON report")
 def pipeline(
     stack_path: str, count: int, kinds: str, batch_rows: int, rate: float, duration: float, request_events: int,
     poll_interval: float, gateway_url: str | None, graphql_url: str | None, redis_db: int, keep_data: bool,
-    timeout: float, log_dir: str, report_path: str,
+    processor_env: tuple[str, ...], timeout: float, log_dir: str, report_path: str,
 ) -> None:  # fmt: skip
     """Processor records/s per process (each kind), the raw aiokafka consume and ClickHouse insert rates
     of the same records, and end-to-end freshness: 202 accepted -> counted by GraphQL `events`.
@@ -528,6 +571,9 @@ def pipeline(
     gateway_url = gateway_url or stack.get("gateway_url")
     graphql_url = graphql_url or stack.get("graphql_url")
     wanted = [k.strip() for k in kinds.split(",") if k.strip()]
+    overrides = dict(item.split("=", 1) for item in processor_env if "=" in item)
+    if bad := [item for item in processor_env if "=" not in item or not item.startswith("PG_")]:
+        raise click.UsageError(f"--processor-env takes PG_NAME=VALUE, not {bad}")
     if unknown := set(wanted) - set(KIND_NAMES):
         raise click.UsageError(f"unknown kinds {sorted(unknown)}; choose from {', '.join(KIND_NAMES)}")
     say = click.echo
@@ -547,9 +593,12 @@ def pipeline(
     try:
         for kind in wanted:
             say(f"processor {kind} (one process, group bench-{run}-{kind}, scratch database):")
-            penv = _processor_env(env, PG_CLICKHOUSE_URL=ch_url, PG_REDIS_URL=redis_url,
+            penv = _processor_env(env, **overrides, PG_CLICKHOUSE_URL=ch_url, PG_REDIS_URL=redis_url,
                                   PG_CONSUMER_GROUP_PREFIX=f"bench-{run}")  # fmt: skip
-            processors.append(asyncio.run(_throughput(kind, penv, partitions, count, Path(log_dir), timeout, say)))
+            servers = {k: int(v) for k, v in stack.get("servers", {}).items() if k in ("redis", "clickhouse")}
+            settled = _settle(servers) if servers else 0.0
+            result = asyncio.run(_throughput(kind, penv, partitions, count, Path(log_dir), timeout, say, servers))
+            processors.append({**result, "settled_before_s": settled})
         say("ceilings:")
         consume = asyncio.run(_consume_ceiling(bootstrap, partitions, say))
         insert = _insert_ceiling(ch_url, records, batch_rows, say)
@@ -582,6 +631,7 @@ def pipeline(
         "events": count,
         "partitions": partitions,
         "project": tenant["project_slug"],
+        "processor_env": overrides,
         "preload": preload,
         "processors": processors,
         "ceilings": {"aiokafka_consume": consume, "clickhouse_insert": insert},
@@ -612,6 +662,11 @@ def _print_summary(report: dict[str, Any], say: Say) -> None:
     for name, records, seconds, per_s, per_cpu in rows:
         cpu_text = f"{per_cpu:,}" if isinstance(per_cpu, int) else str(per_cpu)
         say(f"{name:<28} {records:>10,} {seconds:>9} {per_s:>11,} {cpu_text:>11}")
+    for p in report["processors"]:
+        if p.get("servers_cpu_s"):
+            spent = ", ".join(f"{name} {cpu} s" for name, cpu in sorted(p["servers_cpu_s"].items()))
+            say(f"  {p['kind']}: processor {p['cpu_s']} s CPU, servers {spent}; "
+                f"{p['records_per_total_cpu_s'] or '-'} records per CPU-s of all three")  # fmt: skip
     f = report["freshness"]
     if f:
         say(

@@ -24,3 +24,13 @@ def test_requests_never_covered_are_left_out_and_order_of_inputs_does_not_matter
     accepted = [FreshnessSample(2.0, 10), FreshnessSample(1.0, 10)]
     assert freshness(accepted, [(3.0, 10), (1.5, 5)]) == pytest.approx([2.0])
     assert freshness(accepted, []) == []
+
+
+@pytest.mark.parametrize("bad", ["BATCH_MAX_RECORDS=1", "PG_BATCH_MAX_RECORDS"])
+def test_processor_settings_must_be_pg_name_value_and_are_refused_before_anything_runs(bad: str) -> None:
+    from click.testing import CliRunner
+
+    from productgraph.bench.pipeline import pipeline
+
+    result = CliRunner().invoke(pipeline, ["--stack", "/nonexistent/stack.json", "--processor-env", bad])
+    assert result.exit_code == 2 and "PG_NAME=VALUE" in result.output

@@ -175,3 +175,62 @@ async def test_revocation_waits_for_the_batch_in_flight_and_commits_both() -> No
     gate.set()
     await revoking
     assert consumer.commits == [{TP0: 5}, {TP1: 10}] and a.stored == ["e0-4", "e1-9"]
+
+
+async def test_a_due_batch_keeps_growing_while_the_previous_one_is_written_up_to_the_bound() -> None:
+    log: list[str] = []
+    gate = asyncio.Event()
+    a = FakeSink("a", log, gate=gate)
+    runner = BatchRunner("test", [a], ProcessorSettings(batch_max_records=2, batch_grow_records=5))
+    consumer = FakeConsumer(log=log)
+    runner._consumer = consumer
+    await runner._take({TP0: [_msg(TP0, 0), _msg(TP0, 1)]})  # due: sealed, written in the background
+    assert a.sealed == ["e0-0", "e0-1"]
+    await runner._take({TP0: [_msg(TP0, 2), _msg(TP0, 3)]})  # due, but the write goes on: keeps adding
+    await runner._take({TP1: [_msg(TP1, 0)]})
+    assert a.added == ["e0-2", "e0-3", "e1-0"] and a.sealed == ["e0-0", "e0-1"]
+    taking = asyncio.create_task(runner._take({TP1: [_msg(TP1, 1), _msg(TP1, 2)]}))  # 5 records: the bound
+    await asyncio.sleep(0.01)
+    assert not taking.done() and consumer.commits == [], "past the bound it waits for the write"
+    gate.set()
+    await taking  # the first write is done and the grown batch sealed as one
+    await runner.flush_and_commit("shutdown")
+    assert a.stored == ["e0-0", "e0-1", "e0-2", "e0-3", "e1-0", "e1-1", "e1-2"]
+    assert log == ["seal a", "flush a", "commit", "seal a", "flush a", "commit"]
+    assert consumer.commits == [{TP0: 2}, {TP0: 4, TP1: 3}]
+
+
+async def test_a_due_batch_without_new_records_waits_for_the_write_and_is_sealed() -> None:
+    log: list[str] = []
+    gate = asyncio.Event()
+    a = FakeSink("a", log, gate=gate)
+    runner = BatchRunner("test", [a], ProcessorSettings(batch_max_records=1, batch_grow_records=100))
+    runner._consumer = FakeConsumer(log=log)
+    await runner._take({TP0: [_msg(TP0, 0)]})
+    await runner._take({TP0: [_msg(TP0, 1)]})
+    assert a.added == ["e0-1"]
+    waiting = asyncio.create_task(runner._take({}))  # caught up: nothing to add while waiting
+    await asyncio.sleep(0.01)
+    assert not waiting.done()
+    gate.set()
+    await waiting
+    assert log[:3] == ["seal a", "flush a", "commit"] and log[3] == "seal a", "sealed once the write was done"
+    await runner.flush_and_commit("shutdown")
+    assert a.stored == ["e0-0", "e0-1"]
+
+
+async def test_records_that_fail_are_dead_lettered_and_the_others_added() -> None:
+    log: list[str] = []
+    a = FakeSink("a", log)
+    runner, consumer = _runner(a)
+    letters: list[tuple[int, str]] = []
+
+    async def dead_letter(msg: ConsumerRecord, exc: Exception) -> None:
+        letters.append((msg.offset, type(exc).__name__))
+
+    runner._dead_letter = dead_letter  # type: ignore[method-assign]
+    bad = ConsumerRecord(TP0.topic, 0, 1, 0, 0, b"k", b"not json", None, 0, 0, [])
+    await runner._take({TP0: [_msg(TP0, 0), bad, _msg(TP0, 2)]})
+    assert a.added == ["e0-0", "e0-2"] and letters == [(1, "RecordDecodeError")]
+    await runner.flush_and_commit("batch")
+    assert consumer.commits == [{TP0: 3}]
