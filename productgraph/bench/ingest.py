@@ -4,8 +4,9 @@ Lifecycle: read the stack (``.productgraph/stack.json`` of ``productgraph up``, 
 create a bench tenant with no rate limit and a short dedup window (when a Postgres DSN is known) → a
 paced phase at ``--paced-rate`` events/s in batches of 100 (latency and RSS at a given load; first, so
 that its RSS is not what larger batches left behind) → for each batch size, ``--processes`` load
-processes (multiprocessing, aiohttp, ``--concurrency`` requests in flight each) POST realistic events
-(18 event types, 40+ distinct fields, unique ids) for ``--duration`` seconds, while the parent prints
+processes (multiprocessing; keep-alive HTTP/1.1 over asyncio, responses parsed by httptools;
+``--concurrency`` requests in flight each) POST realistic events (18 event types, 40+ distinct fields,
+unique ids) for ``--duration`` seconds, while the parent prints
 progress and samples the gateway process's CPU time and RSS from ``/proc`` → the same events produced
 straight to Kafka with aiokafka ``send()`` (acks=all) from the same number of processes, the ceiling →
 figures printed and written as JSON (``--report``), with issue 3's acceptance verdicts (:func:`acceptance`:
@@ -28,7 +29,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import click
 import orjson
@@ -151,52 +152,125 @@ def _load_process(
     uvloop.run(_load(url, key, templates, batch, duration, concurrency, rate, tag, counter, out))
 
 
+class _HttpConnection(asyncio.Protocol):
+    """One keep-alive HTTP/1.1 connection of a load worker: a request is written as prebuilt bytes, the
+    response parsed by ``httptools`` (the parser uvicorn uses).  Why not aiohttp: its client cost ~0.8 ms
+    of CPU per 100-event request, and the load processes share the other core with Redis and the Kafka
+    broker (the gateway has its own): that starved the gateway it was meant to measure."""
+
+    def __init__(self) -> None:
+        import httptools
+
+        self._parser = httptools.HttpResponseParser(self)
+        self._transport: asyncio.Transport | None = None
+        self._waiter: asyncio.Future[tuple[int, bytes]] | None = None
+        self._body: list[bytes] = []
+
+    @classmethod
+    async def open(cls, host: str, port: int) -> _HttpConnection:
+        _, conn = await asyncio.get_running_loop().create_connection(cls, host, port)
+        return conn
+
+    @property
+    def usable(self) -> bool:
+        return self._transport is not None and not self._transport.is_closing()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = cast(asyncio.Transport, transport)  # uvloop's transports do not subclass asyncio's
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            self._parser.feed_data(data)
+        except Exception as exc:  # httptools.HttpParserError: a broken response ends the connection
+            self._fail(exc)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._fail(exc or ConnectionError("connection closed by the gateway"))
+
+    def _fail(self, exc: Exception) -> None:
+        if self._transport is not None:
+            self._transport.close()
+        self._transport = None
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_exception(exc)
+
+    def on_body(self, body: bytes) -> None:  # httptools callback
+        self._body.append(body)
+
+    def on_message_complete(self) -> None:  # httptools callback
+        body, self._body = b"".join(self._body), []
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result((self._parser.get_status_code(), body))
+        if not self._parser.should_keep_alive() and self._transport is not None:
+            self._transport.close()
+
+    async def request(self, head: bytes, body: bytes) -> tuple[int, bytes]:
+        """Status and body of the response; ``head`` ends with ``Content-Length: ``."""
+        assert self._transport is not None
+        self._waiter = asyncio.get_running_loop().create_future()
+        self._transport.writelines((head, b"%d\r\n\r\n" % len(body), body))
+        return await self._waiter
+
+
 async def _load(
     url: str, key: str, templates: list[tuple[bytes, bytes]], batch: int, duration: float, concurrency: int,
     rate: float, tag: str, counter: Any, out: Any,
 ) -> None:  # fmt: skip
-    import aiohttp
+    from urllib.parse import urlsplit
 
     result = LoadResult()
     seq = 0
-    headers = {"X-PG-API-Key": key, "Content-Type": "application/json"}
+    target = urlsplit(url)
+    host, port = target.hostname or "127.0.0.1", target.port or 80
+    head = (
+        f"POST {target.path} HTTP/1.1\r\nHost: {target.netloc}\r\nX-PG-API-Key: {key}\r\n"
+        "Content-Type: application/json\r\nContent-Length: "
+    ).encode()
     interval = concurrency * batch / rate if rate > 0 else 0.0  # per worker, paced mode
+    prefix = tag.encode() + b"-"
 
     def body() -> bytes:
         nonlocal seq
-        parts = []
+        parts: list[bytes] = []
         for _ in range(batch):
-            head, tail = templates[seq % len(templates)]
-            parts.append(head + f"{tag}-{seq}".encode() + tail)
+            event_head, event_tail = templates[seq % len(templates)]
+            parts += (event_head, prefix, b"%d" % seq, event_tail, b",")
             seq += 1
-        return b'{"events":[' + b",".join(parts) + b"]}"
+        parts[-1] = b"]}"
+        return b'{"events":[' + b"".join(parts)
 
-    async def worker(session: aiohttp.ClientSession, offset: float) -> None:
+    async def worker(offset: float) -> None:
         deadline = time.monotonic() + duration
         next_at = time.monotonic() + offset
+        conn: _HttpConnection | None = None
         while time.monotonic() < deadline:
             if interval:
                 await asyncio.sleep(max(0.0, next_at - time.monotonic()))
                 next_at += interval
             data = body()
             t0 = time.perf_counter()
-            async with session.post(url, data=data, headers=headers) as resp:
-                payload = await resp.read()
+            try:
+                if conn is None or not conn.usable:
+                    conn = await _HttpConnection.open(host, port)
+                async with asyncio.timeout(60.0):
+                    status, payload = await conn.request(head, data)
+            except Exception as exc:  # counted by kind in ``statuses``; the next request opens a new connection
+                conn = None
+                result.statuses[type(exc).__name__] = result.statuses.get(type(exc).__name__, 0) + 1
+                continue
             result.latencies_ms.append((time.perf_counter() - t0) * 1000)
             result.requests += 1
             result.events_sent += batch
-            result.statuses[str(resp.status)] = result.statuses.get(str(resp.status), 0) + 1
-            if resp.status == 202:
+            result.statuses[str(status)] = result.statuses.get(str(status), 0) + 1
+            if status == 202:
                 accepted = int(orjson.loads(payload)["accepted"])
                 result.accepted += accepted
                 with counter.get_lock():
                     counter.value += accepted
 
-    connector = aiohttp.TCPConnector(limit=concurrency)
-    async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=60)) as session:
-        result.started = time.time()
-        await asyncio.gather(*(worker(session, i * interval / concurrency) for i in range(concurrency)))
-        result.ended = time.time()
+    result.started = time.time()
+    await asyncio.gather(*(worker(i * interval / concurrency) for i in range(concurrency)))
+    result.ended = time.time()
     out.put(asdict(result))
 
 
