@@ -139,6 +139,7 @@ class LoadResult:
     accepted: int = 0
     statuses: dict[str, int] = field(default_factory=dict)
     latencies_ms: list[float] = field(default_factory=list)
+    sent_at: list[float] = field(default_factory=list)  # wall clock of each latency's request (when slow requests came)
     started: float = 0.0  # wall clock, once the client is ready (process start-up is not measured)
     ended: float = 0.0
 
@@ -259,6 +260,7 @@ async def _load(
                 result.statuses[type(exc).__name__] = result.statuses.get(type(exc).__name__, 0) + 1
                 continue
             result.latencies_ms.append((time.perf_counter() - t0) * 1000)
+            result.sent_at.append(time.time())
             result.requests += 1
             result.events_sent += batch
             result.statuses[str(status)] = result.statuses.get(str(status), 0) + 1
@@ -304,6 +306,7 @@ async def _ceiling(
                 seq += 1
             await asyncio.gather(*futures)
             result.latencies_ms.append((time.perf_counter() - t0) * 1000)
+            result.sent_at.append(time.time())
             result.requests += 1
             result.accepted += batch
             with counter.get_lock():
@@ -353,6 +356,15 @@ def _pct(values: list[float], q: float) -> float:
         return float("nan")
     values = sorted(values)
     return values[min(len(values) - 1, int(q * len(values)))]
+
+
+def _slowest(results: list[dict[str, Any]], n: int = 5) -> list[dict[str, float]]:
+    """The ``n`` slowest requests of a phase and when they were sent (seconds into the phase): a tail that sits
+    in the first second is warm-up, one spread over the run is steady state."""
+    start = min((r["started"] for r in results), default=0.0)
+    timed = sorted(((ms, at) for r in results for ms, at in zip(r["latencies_ms"], r["sent_at"], strict=True)),
+                   reverse=True)[:n]  # fmt: skip
+    return [{"ms": round(ms, 1), "at_s": round(at - start - ms / 1000, 2)} for ms, at in timed]
 
 
 def _run_phase(
@@ -405,6 +417,7 @@ def _run_phase(
         "p50_ms": round(_pct(lat, 0.50), 2),
         "p99_ms": round(_pct(lat, 0.99), 2),
         "statuses": statuses,
+        "slowest": _slowest(results),
     }
     if cpu0 is not None and cpu1 is not None:
         cpu = cpu1 - cpu0
@@ -631,3 +644,6 @@ def _print_summary(report: dict[str, Any], say: Callable[[str], None]) -> None:
         f"(< {TARGET_PACED_P99_MS:g}: {mark[a.get('paced_p99_ok')]}); gateway RSS peak "
         f"{a.get('gateway_rss_peak_mb')} MB (< {TARGET_RSS_MB:g}: {mark[a.get('gateway_rss_ok')]})"
     )
+    if report.get("paced") and report["paced"].get("slowest"):
+        slow = ", ".join(f"{x['ms']:g} ms at {x['at_s']:g} s" for x in report["paced"]["slowest"])
+        say(f"paced, slowest requests (seconds into the phase): {slow}")
