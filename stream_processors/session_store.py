@@ -18,11 +18,12 @@ segment 1 (see :func:`stream_processors.sessionize.ledger_from_archive`).
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections import OrderedDict
-from collections.abc import Container, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Container, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, NamedTuple, Protocol
+from typing import Any, NamedTuple, Protocol, TypeVar
 
 import orjson
 import redis.asyncio as aioredis
@@ -49,6 +50,8 @@ __all__ = [
     "parse_journey_entries",
     "parse_ledger",
 ]
+
+_T = TypeVar("_T")
 
 
 class SessionKey(NamedTuple):
@@ -278,14 +281,14 @@ class RedisSessionStore:
     """Redis, with a bounded cache of the live events this process loaded or saved.  A cached session is
     used only while its ledger version in Redis is the one cached (the load script compares them); any other
     writer (a previous owner of the partition, an expiry) changes or removes the version and the events are
-    read again.  ``load`` and ``save`` run one script per ``chunk`` sessions.
+    read again.  ``load`` and ``save`` run one script per ``chunk`` sessions, up to ``window`` in flight.
 
     The cache keeps events packed (``{event id: packed bytes}``, as stored in Redis), not as
     :class:`LiveEvent` objects: a dict of strings and bytes is invisible to the cyclic garbage collector,
     while hundreds of thousands of cached objects made its full collections a quarter of the process's CPU.
     A cached session's events are unpacked when it is loaded again."""
 
-    def __init__(self, redis: aioredis.Redis, cache_events: int = 500_000, chunk: int = 500) -> None:
+    def __init__(self, redis: aioredis.Redis, cache_events: int = 500_000, chunk: int = 500, window: int = 4) -> None:
         self._redis = redis
         self._save = redis.register_script(_SAVE)
         self._load = redis.register_script(_LOAD)
@@ -294,18 +297,38 @@ class RedisSessionStore:
         self._cached = 0
         self._cache_events = cache_events
         self._chunk = chunk
+        self._window = window
         self._loaded: dict[SessionKey, dict[str, bytes | str]] = {}  # packed events of the last load
 
     async def load(self, keys: Sequence[SessionKey]) -> tuple[dict[SessionKey, StoredSession], int]:
         stored: dict[SessionKey, StoredSession] = {}
-        clock_us = 0
         self._loaded = {}
-        for i in range(0, len(keys), self._chunk):
-            clock_us = await self._load_chunk(keys[i : i + self._chunk], stored)
+        chunks = [keys[i : i + self._chunk] for i in range(0, len(keys), self._chunk)]
+        clocks = await self._windowed([functools.partial(self._load_chunk, c, stored) for c in chunks])
         if not keys:
             seconds, micros = await self._redis.time()
-            clock_us = int(seconds) * 1_000_000 + int(micros)
-        return stored, clock_us
+            return stored, int(seconds) * 1_000_000 + int(micros)
+        return stored, max(clocks)
+
+    async def _windowed(self, calls: Sequence[Callable[[], Awaitable[_T]]]) -> list[_T]:
+        """Run the chunk scripts of one load or save with up to ``window`` in flight (each on its own pooled
+        connection): Redis runs one script while this process packs the next chunk or unpacks the previous
+        reply, instead of each side waiting for the other chunk by chunk.  The chunks of one call touch
+        distinct sessions, so their order does not matter; a failure cancels the rest (and the caller's
+        retry runs them all again: a save chunk that already ran changes nothing, see :data:`_SAVE`), and the
+        first error is raised as itself, as a call made chunk by chunk would."""
+        gate = asyncio.Semaphore(self._window)
+
+        async def gated(call: Callable[[], Awaitable[_T]]) -> _T:
+            async with gate:
+                return await call()
+
+        try:
+            async with asyncio.TaskGroup() as group:
+                tasks = [group.create_task(gated(c)) for c in calls]
+        except BaseExceptionGroup as failed:
+            raise failed.exceptions[0] from None
+        return [t.result() for t in tasks]
 
     async def _load_chunk(self, keys: Sequence[SessionKey], stored: dict[SessionKey, StoredSession]) -> int:
         redis_keys: list[str] = []
@@ -343,31 +366,33 @@ class RedisSessionStore:
 
     async def save(self, writes: Sequence[SessionWrite], now_ms: int = 0) -> None:
         cutoff = max(0, now_ms - RT_ACTIVE_KEEP_MS) if now_ms else 0
-        for i in range(0, len(writes), self._chunk):
-            chunk = writes[i : i + self._chunk]
-            keys: list[str] = []
-            sessions: list[list[Any]] = []
-            packs: list[list[str]] = []
-            for w in chunk:
-                project_id, session_id = w.key.project_id, w.key.session_id
-                keys += [live_key(project_id, session_id), events_key(project_id, session_id)]
-                u = w.update
-                added: list[str] = []  # [event id, packed event, ...]: no object per event beyond its text
-                for e in u.added:
-                    added += (e.event_id, e.pack_text())
-                packs.append(added)
-                dropped = sorted(u.dropped) if u.dropped else []
-                sessions.append([str(w.ttl_s), "1" if w.reset_events else "0", added, dropped, _live_hash(w)])
-            args: list[bytes | int | str] = [
-                cutoff,
-                ACTIVE_SET_TTL_S,
-                orjson.dumps(sessions),
-                _realtime_arg([w.realtime for w in chunk]),
-                str(chunk[0].update.ledger.version),
-            ]
-            await self._save(keys=keys, args=args)
-            for w, packed in zip(chunk, packs, strict=True):
-                self._remember(w, packed)
+        chunks = [writes[i : i + self._chunk] for i in range(0, len(writes), self._chunk)]
+        await self._windowed([functools.partial(self._save_chunk, c, cutoff) for c in chunks])
+
+    async def _save_chunk(self, chunk: Sequence[SessionWrite], cutoff: int) -> None:
+        keys: list[str] = []
+        sessions: list[list[Any]] = []
+        packs: list[list[str]] = []
+        for w in chunk:
+            project_id, session_id = w.key.project_id, w.key.session_id
+            keys += [live_key(project_id, session_id), events_key(project_id, session_id)]
+            u = w.update
+            added: list[str] = []  # [event id, packed event, ...]: no object per event beyond its text
+            for e in u.added:
+                added += (e.event_id, e.pack_text())
+            packs.append(added)
+            dropped = sorted(u.dropped) if u.dropped else []
+            sessions.append([str(w.ttl_s), "1" if w.reset_events else "0", added, dropped, _live_hash(w)])
+        args: list[bytes | int | str] = [
+            cutoff,
+            ACTIVE_SET_TTL_S,
+            orjson.dumps(sessions),
+            _realtime_arg([w.realtime for w in chunk]),
+            str(chunk[0].update.ledger.version),
+        ]
+        await self._save(keys=keys, args=args)
+        for w, packed in zip(chunk, packs, strict=True):
+            self._remember(w, packed)
 
     def _remember(self, w: SessionWrite, added: list[str]) -> None:
         """Cache what the save left in Redis: the loaded events (none after a reset), less the dropped,

@@ -214,3 +214,30 @@ async def test_a_retried_save_counts_each_chunk_once(redis_client: aioredis.Redi
     assert int(await redis_client.get(counter)) == 3
     loaded, _ = await RedisSessionStore(redis_client).load(keys)
     assert [set(loaded[k].events) for k in keys] == [{"e0"}, {"e1"}, {"e2"}]
+
+
+async def test_a_save_with_chunks_in_flight_fails_whole_and_its_retry_counts_each_chunk_once(
+    redis_client: aioredis.Redis,
+) -> None:
+    """Up to ``window`` chunk scripts run at once: when one fails (here a session's events key holds a string,
+    so its HSET fails), the save raises, the chunks still waiting are cancelled, and the flush's retry applies
+    every chunk's counter increment exactly once, whichever of them had run."""
+    p = uuid.uuid4().hex
+    counter = f"rt:{p}:epm:29000000"
+    keys = [_key() for _ in range(8)]
+    writes = [
+        SessionWrite(k, advance(Ledger(), {}, [LiveEvent(f"e{i}", i)], POLICY, 100 + i), 60, 10,
+                     realtime=RealtimeUpdate(counters=((counter, 1, 4_000_000_000),)))
+        for i, k in enumerate(keys)
+    ]  # fmt: skip
+    poisoned = events_key(keys[3].project_id, keys[3].session_id)
+    await redis_client.set(poisoned, "not a hash")
+    store = RedisSessionStore(redis_client, chunk=1, window=3)
+    with pytest.raises(aioredis.ResponseError):
+        await store.save(writes)
+    assert int(await redis_client.get(counter) or 0) < 8
+    await redis_client.delete(poisoned)
+    await store.save(writes)  # the retry
+    assert int(await redis_client.get(counter)) == 8
+    loaded, _ = await RedisSessionStore(redis_client, chunk=3, window=2).load(keys)
+    assert [set(loaded[k].events) for k in keys] == [{f"e{i}"} for i in range(8)]
