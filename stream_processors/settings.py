@@ -9,7 +9,7 @@ from productgraph.settings import ServerSettings
 
 class ProcessorSettings(ServerSettings):
     batch_max_records: int = Field(20_000, description="flush a batch at this many records")
-    batch_max_age_s: float = Field(1.0, description="... or when its oldest record is this old")
+    batch_max_age_s: float = Field(0.5, description="... or when its oldest record is this old")
     batch_grow_records: int = Field(
         80_000,
         description="a due batch keeps taking the records already fetched while the previous one is still "
