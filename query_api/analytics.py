@@ -9,7 +9,7 @@ from datetime import datetime
 
 from clickhouse_connect.driver.client import Client
 
-from query_api.tenant_scope import TENANT_FILTER, Tenant, scoped_query
+from query_api.tenant_scope import EVENTS_FINAL_SETTINGS, TENANT_FILTER, Tenant, scoped_query
 
 __all__ = ["EventCounts", "SessionSummary", "Tenant", "count_events", "session_summary"]
 
@@ -34,7 +34,7 @@ async def count_events(ch: Client, t: Tenant, start: datetime, end: datetime) ->
         "AND timestamp >= {start:DateTime64(3, 'UTC')} AND timestamp < {end:DateTime64(3, 'UTC')} "
         "GROUP BY event_type ORDER BY event_type"
     )
-    result = await scoped_query(ch, t, sql, {"start": start, "end": end})
+    result = await scoped_query(ch, t, sql, {"start": start, "end": end}, EVENTS_FINAL_SETTINGS)
     by_type = [(str(r[0]), int(r[1])) for r in result.result_rows]
     return EventCounts(sum(c for _, c in by_type), by_type)
 
@@ -44,7 +44,7 @@ async def session_summary(ch: Client, t: Tenant, session_id: str) -> SessionSumm
         f"SELECT count(), min(timestamp), max(timestamp) FROM events FINAL WHERE {TENANT_FILTER} "
         "AND session_id = {session:String}"
     )
-    result = await scoped_query(ch, t, sql, {"session": session_id})
+    result = await scoped_query(ch, t, sql, {"session": session_id}, EVENTS_FINAL_SETTINGS)
     count, started, ended = result.result_rows[0]
     if not count:
         return None

@@ -81,3 +81,44 @@ def test_cluster_rendered_ddl_parses_on_the_engine(client: Client) -> None:
 def test_the_parser_check_rejects_broken_ddl(client: Client) -> None:
     with pytest.raises(DatabaseError):
         _format(client, f"CREATE TABLE t ON CLUSTER {CLUSTER} (a UInt8 ENGINE = MergeTree ORDER BY a")
+
+
+def test_final_per_partition_is_exact_for_events(database_url: str) -> None:
+    """``EVENTS_FINAL_SETTINGS`` lets ``events FINAL`` merge each partition alone: exact only while the
+    partition key is a function of the sorting key (copies of a row then share a partition), and only on
+    the table without ``is_deleted``.  A copy stored by a second insert (another part) in the same month,
+    beside events of another month, is counted once."""
+    import asyncio
+    import uuid
+    from datetime import UTC, datetime
+
+    from query_api.analytics import count_events
+    from query_api.tenant_scope import EVENTS_FINAL_SETTINGS, Tenant
+
+    assert EVENTS_FINAL_SETTINGS == {"do_not_merge_across_partitions_select_final": 1}
+    migrate_clickhouse(database_url)
+    c = clickhouse_client(database_url)
+    try:
+        keys = {
+            r[0]: (r[1], r[2])
+            for r in c.query(
+                "SELECT name, partition_key, sorting_key FROM system.tables WHERE database = currentDatabase()"
+            ).result_rows
+        }
+        assert keys["events"][0] == "toYYYYMM(timestamp)" and "toDate(timestamp)" in keys["events"][1]
+        assert keys["sessions"][0] == "" and keys["journey_sessions"][0] == ""  # is_deleted: never with it
+        t = Tenant(str(uuid.uuid4()), str(uuid.uuid4()))
+        insert = (
+            "INSERT INTO events (org_id, project_id, event_id, session_id, event_type, timestamp, received_at) "
+            "VALUES ({org:UUID}, {project:UUID}, {id:String}, 's', {type:String}, {ts:DateTime64(3, 'UTC')}, "
+            "{ts:DateTime64(3, 'UTC')})"
+        )
+        rows = [("a", "page.view", "2026-10-30 10:00:00"), ("b", "ui.click", "2026-11-02 10:00:00"),
+                ("a", "page.view", "2026-10-30 10:00:00"), ("b", "ui.click", "2026-11-02 10:00:00")]  # fmt: skip
+        for event_id, kind, ts in rows:  # one part per insert: the copies sit in other parts of their month
+            c.command(insert, parameters={"org": t.org_id, "project": t.project_id, "id": event_id, "type": kind,
+                                          "ts": ts}, settings={"insert_deduplicate": 0})  # fmt: skip
+        counts = asyncio.run(count_events(c, t, datetime(2026, 10, 1, tzinfo=UTC), datetime(2026, 12, 1, tzinfo=UTC)))
+        assert counts.total == 2 and counts.by_type == [("page.view", 1), ("ui.click", 1)]
+    finally:
+        c.close()
