@@ -196,17 +196,22 @@ async def test_save_and_load_scripts_keep_edge_cases_exact(redis_client: aioredi
     assert view[b"user_id"].decode() == odd and view[b"current_page"].decode() == odd
 
 
-async def test_a_retried_save_counts_each_chunk_once(redis_client: aioredis.Redis) -> None:
-    """A flush retries its whole save after a failure: chunks whose script already ran (before the failure,
-    or whose reply was lost) must not add their counter increments again."""
-    p = uuid.uuid4().hex
-    counter = f"rt:{p}:epm:29000000"
-    keys = [_key() for _ in range(3)]
+def _counted_writes(n: int) -> tuple[str, list[SessionKey], list[SessionWrite]]:
+    """``n`` new sessions of one event ``e{i}`` each, every write adding 1 to the same per-minute counter."""
+    counter = f"rt:{uuid.uuid4().hex}:epm:29000000"
+    keys = [_key() for _ in range(n)]
     writes = [
         SessionWrite(k, advance(Ledger(), {}, [LiveEvent(f"e{i}", i)], POLICY, 100 + i), 60, 10,
                      realtime=RealtimeUpdate(counters=((counter, 1, 4_000_000_000),)))
         for i, k in enumerate(keys)
     ]  # fmt: skip
+    return counter, keys, writes
+
+
+async def test_a_retried_save_counts_each_chunk_once(redis_client: aioredis.Redis) -> None:
+    """A flush retries its whole save after a failure: chunks whose script already ran (before the failure,
+    or whose reply was lost) must not add their counter increments again."""
+    counter, keys, writes = _counted_writes(3)
     store = RedisSessionStore(redis_client, chunk=1)
     await store.save(writes[:2])  # the first two chunks ran, then the connection failed
     await store.save(writes)  # the retry
@@ -222,14 +227,7 @@ async def test_a_save_with_chunks_in_flight_fails_whole_and_its_retry_counts_eac
     """Up to ``window`` chunk scripts run at once: when one fails (here a session's events key holds a string,
     so its HSET fails), the save raises, the chunks still waiting are cancelled, and the flush's retry applies
     every chunk's counter increment exactly once, whichever of them had run."""
-    p = uuid.uuid4().hex
-    counter = f"rt:{p}:epm:29000000"
-    keys = [_key() for _ in range(8)]
-    writes = [
-        SessionWrite(k, advance(Ledger(), {}, [LiveEvent(f"e{i}", i)], POLICY, 100 + i), 60, 10,
-                     realtime=RealtimeUpdate(counters=((counter, 1, 4_000_000_000),)))
-        for i, k in enumerate(keys)
-    ]  # fmt: skip
+    counter, keys, writes = _counted_writes(8)
     poisoned = events_key(keys[3].project_id, keys[3].session_id)
     await redis_client.set(poisoned, "not a hash")
     store = RedisSessionStore(redis_client, chunk=1, window=3)
