@@ -7,8 +7,11 @@ goes through the server's own SQL parser with ``formatQuery``; a broken statemen
 
 from __future__ import annotations
 
+import asyncio
 import secrets
+import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from clickhouse_connect.driver.client import Client
@@ -17,6 +20,8 @@ from clickhouse_connect.driver.exceptions import DatabaseError
 from productgraph.clickhouse_ddl import create_database, ledger_table, render_migration
 from productgraph.connections import clickhouse_client
 from productgraph.migrate import DEPLOY_DIR, load_migrations, migrate_clickhouse, split_statements
+from query_api.analytics import count_events
+from query_api.tenant_scope import EVENTS_FINAL_SETTINGS, Tenant
 
 pytestmark = pytest.mark.integration
 
@@ -88,13 +93,6 @@ def test_final_per_partition_is_exact_for_events(database_url: str) -> None:
     partition key is a function of the sorting key (copies of a row then share a partition), and only on
     the table without ``is_deleted``.  A copy stored by a second insert (another part) in the same month,
     beside events of another month, is counted once."""
-    import asyncio
-    import uuid
-    from datetime import UTC, datetime
-
-    from query_api.analytics import count_events
-    from query_api.tenant_scope import EVENTS_FINAL_SETTINGS, Tenant
-
     assert EVENTS_FINAL_SETTINGS == {"do_not_merge_across_partitions_select_final": 1}
     migrate_clickhouse(database_url)
     c = clickhouse_client(database_url)
@@ -113,12 +111,13 @@ def test_final_per_partition_is_exact_for_events(database_url: str) -> None:
             "VALUES ({org:UUID}, {project:UUID}, {id:String}, 's', {type:String}, {ts:DateTime64(3, 'UTC')}, "
             "{ts:DateTime64(3, 'UTC')})"
         )
-        rows = [("a", "page.view", "2026-10-30 10:00:00"), ("b", "ui.click", "2026-11-02 10:00:00"),
-                ("a", "page.view", "2026-10-30 10:00:00"), ("b", "ui.click", "2026-11-02 10:00:00")]  # fmt: skip
+        this_month = datetime.now(UTC).replace(day=1, hour=10, minute=0, second=0, microsecond=0)
+        last_month = (this_month - timedelta(days=1)).replace(day=1)  # recent: inside the 365-day TTL
+        rows = [("a", "page.view", last_month), ("b", "ui.click", this_month)] * 2
         for event_id, kind, ts in rows:  # one part per insert: the copies sit in other parts of their month
             c.command(insert, parameters={"org": t.org_id, "project": t.project_id, "id": event_id, "type": kind,
                                           "ts": ts}, settings={"insert_deduplicate": 0})  # fmt: skip
-        counts = asyncio.run(count_events(c, t, datetime(2026, 10, 1, tzinfo=UTC), datetime(2026, 12, 1, tzinfo=UTC)))
+        counts = asyncio.run(count_events(c, t, last_month, this_month + timedelta(days=1)))
         assert counts.total == 2 and counts.by_type == [("page.view", 1), ("ui.click", 1)]
     finally:
         c.close()
