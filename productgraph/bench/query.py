@@ -8,9 +8,14 @@ session.  It lands in a dedicated project of the demo org (``bench``), created o
 
 Funnels: a 5-step page-view funnel over the last 30 days (the shop's checkout path), then the same kind of
 funnel with 5, 10, 20 and 30 steps (page views cycling through the shop's paths) to show that answer time
-grows at most linearly with steps.  Each runs through GraphQL (``funnel``) and as the evaluator's own SQL
-(:func:`query_api.funnels.sql.aggregate_query`) on ClickHouse; the report gives p50/p95/p99 of both, the
-API overhead and, for the series, time per step relative to the 5-step funnel.
+grows at most linearly with steps.  Each runs through GraphQL (``funnel``) and as the evaluator's own SQL on
+ClickHouse: a funnel chart's request (counts, rates, drop-offs) is answered by
+:func:`query_api.funnels.sql.counts_query`, the 5-step funnel with times and entities too (the full answer)
+by :func:`query_api.funnels.sql.aggregate_query`.  A last row times ClickHouse's native ``windowFunnel``
+over the same events and steps (counts only, and not exact: ties and events matching several steps are
+not handled as the rules say) as the engine's own floor for this question on this machine, SQL only.  The
+report gives p50/p95/p99 of both paths, the API overhead and, for the series, time per step relative to
+the 5-step funnel.
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ import httpx
 
 from productgraph.connections import clickhouse_client
 from query_api.funnels.spec import parse_funnel_spec
-from query_api.funnels.sql import aggregate_query
+from query_api.funnels.sql import aggregate_query, counts_query
 
 __all__ = ["FUNNEL_STEP_SERIES", "funnel_spec", "load_dataset", "query"]
 
@@ -102,6 +107,7 @@ class QueryKind:
     settings: dict[str, Any] | None = None  # funnels: the evaluator's query settings
     steps: int | None = None  # funnels: the step count (the scaling series)
     direct: Callable[[], Any] | None = None  # instead of ``sql``: the same read done directly (Redis kinds)
+    counts: Callable[[Any], list[int]] | None = None  # funnels: per-step counts from the SQL rows
 
 
 _JOURNEY_ROWS_SQL = """
@@ -226,20 +232,66 @@ def funnel_spec(n_steps: int, date_from: str, date_to: str) -> dict[str, Any]:
 
 
 _FUNNEL_GRAPHQL = "query($p: ID!, $spec: JSON!) { funnel(projectId: $p, spec: $spec) { steps { count } } }"
+_FUNNEL_FULL_GRAPHQL = """query($p: ID!, $spec: JSON!) { funnel(projectId: $p, spec: $spec) { steps { count
+  conversionFromFirst dropOff medianMsFromPrevious meanMsFromFirst converted { entityId sessionId }
+  dropped { entityId sessionId } } } }"""
+_NATIVE_FUNNEL_SQL = """
+SELECT level, count() FROM (
+    SELECT user_id, windowFunnel({{W:UInt64}})(toUInt64(toUnixTimestamp64Milli(timestamp)), {conds}) AS level
+    FROM events
+    PREWHERE ({any_step}) AND org_id = {{org:UUID}} AND project_id = {{project:UUID}}
+        AND timestamp >= fromUnixTimestamp64Milli({{scan_from:Int64}}, 'UTC')
+        AND timestamp < fromUnixTimestamp64Milli({{scan_to:Int64}}, 'UTC')
+    GROUP BY user_id
+) GROUP BY level ORDER BY level"""
+
+
+def _level_counts(rows: Any) -> list[int]:
+    """Per-step counts from ``(level, units)`` rows (:func:`counts_query`, the native reference)."""
+    units = {int(level): int(n) for level, n in rows}
+    top = max((level for level, n in units.items() if n), default=0)
+    return [sum(n for level, n in units.items() if level >= k) for k in range(1, top + 1)]
+
+
+def _native_funnel(spec: dict[str, Any], org_id: str, project_id: str) -> tuple[str, dict[str, Any]]:
+    """ClickHouse's ``windowFunnel`` over the events of ``spec`` (page-view steps by path, users, step 1 in
+    the date range): the native function, for reference only (it orders equal timestamps by step, not by
+    the rules' order, and lets one event match several steps)."""
+    parsed = parse_funnel_spec(spec)
+    params: dict[str, Any] = {"org": org_id, "project": project_id, "W": parsed.window_ms,
+                              "scan_from": parsed.scan_from_ms, "scan_to": parsed.scan_to_ms,
+                              "start_before": parsed.start_before_ms}  # fmt: skip
+    conds = []
+    for k, step in enumerate(spec["steps"], start=1):
+        params[f"t{k}"], params[f"p{k}"] = step["event_type"], step["page_path"]
+        conds.append(f"(event_type = {{t{k}:String}} AND page_path = {{p{k}:String}})")
+    start = f"({conds[0]} AND toUnixTimestamp64Milli(timestamp) < {{start_before:Int64}})"
+    sql = _NATIVE_FUNNEL_SQL.format(conds=", ".join([start, *conds[1:]]), any_step=" OR ".join(conds))
+    return sql, params
 
 
 def _funnel_kinds(project_id: str, org_id: str, series: tuple[int, ...]) -> list[QueryKind]:
-    """The 5-step funnel over the last 30 days, then the scaling series; the same spec (explicit range) goes
-    to GraphQL and to :func:`aggregate_query`, so both paths answer the same question."""
+    """The 5-step funnel over the last 30 days (a chart's counts, then the full answer), the scaling series
+    (counts), and the native reference; the same spec (explicit range) goes to GraphQL and to the SQL the
+    evaluator runs for that request, so both paths answer the same question."""
     now = time.time()
     fmt = "%Y-%m-%dT%H:%M:%SZ"
     date_from, date_to = time.strftime(fmt, time.gmtime(now - 30 * 86400)), time.strftime(fmt, time.gmtime(now))
     kinds = []
+    five = funnel_spec(5, date_from, date_to)
     for name, n in [("funnel 5 steps (30 days)", 5), *((f"funnel series {n} steps", n) for n in series)]:
         spec = funnel_spec(n, date_from, date_to)
-        q = aggregate_query(parse_funnel_spec(spec), org_id, project_id)
+        q = counts_query(parse_funnel_spec(spec), org_id, project_id)
         variables = {"p": project_id, "spec": spec}
-        kinds.append(QueryKind(name, _FUNNEL_GRAPHQL, q.sql, q.params, variables, steps=n, settings=q.settings))
+        kinds.append(QueryKind(name, _FUNNEL_GRAPHQL, q.sql, q.params, variables, steps=n, settings=q.settings,
+                               counts=_level_counts))  # fmt: skip
+        if n == 5 and not name.startswith("funnel series"):
+            full = aggregate_query(parse_funnel_spec(five), org_id, project_id)
+            kinds.append(QueryKind("funnel 5 steps, times + entities", _FUNNEL_FULL_GRAPHQL, full.sql, full.params,
+                                   variables, steps=5, settings=full.settings, counts=_funnel_counts))  # fmt: skip
+    native_sql, native_params = _native_funnel(five, org_id, project_id)
+    kinds.append(QueryKind("windowFunnel reference (SQL only)", "", native_sql, native_params, steps=5,
+                           counts=_level_counts))  # fmt: skip
     return kinds
 
 
@@ -309,7 +361,7 @@ def _kinds(project_id: str, org_id: str) -> list[QueryKind]:
 
 
 def _percentiles(samples: list[float]) -> dict[str, float]:
-    qs = statistics.quantiles(samples, n=100, method="inclusive")
+    qs = statistics.quantiles(samples, n=100, method="inclusive") if len(samples) > 1 else samples * 99
     return {"p50_ms": round(qs[49] * 1000, 2), "p95_ms": round(qs[94] * 1000, 2), "p99_ms": round(qs[98] * 1000, 2)}
 
 
@@ -431,17 +483,20 @@ def query(stack_file: str, events: int, repeat: int, funnel_series_repeat: int, 
             runs = funnel_series_repeat if kind.name.startswith("funnel series") else repeat
             try:
                 for i in range(runs + 2):  # two warm-up runs each
-                    body: dict[str, Any] = {"query": kind.graphql}
-                    if kind.variables is not None:
-                        body["variables"] = kind.variables
-                    # stay under the per-token rate limit (PG_QUERY_RATE_LIMIT_PER_S, 20/s): pacing between
-                    # requests does not change the latency of each
-                    time.sleep(max(0.0, last_request + _PACE_S - time.perf_counter()))
-                    t0 = last_request = time.perf_counter()
-                    resp = http.post(info["graphql_url"], json=body, headers=headers)
-                    t1 = time.perf_counter()
-                    if resp.status_code != 200 or "errors" in resp.json():
-                        raise click.ClickException(f"{kind.name}: {resp.text[:300]}")
+                    resp = None
+                    t0 = t1 = time.perf_counter()
+                    if kind.graphql:  # else a reference timed on ClickHouse only
+                        body: dict[str, Any] = {"query": kind.graphql}
+                        if kind.variables is not None:
+                            body["variables"] = kind.variables
+                        # stay under the per-token rate limit (PG_QUERY_RATE_LIMIT_PER_S, 20/s): pacing
+                        # between requests does not change the latency of each
+                        time.sleep(max(0.0, last_request + _PACE_S - time.perf_counter()))
+                        t0 = last_request = time.perf_counter()
+                        resp = http.post(info["graphql_url"], json=body, headers=headers)
+                        t1 = time.perf_counter()
+                        if resp.status_code != 200 or "errors" in resp.json():
+                            raise click.ClickException(f"{kind.name}: {resp.text[:300]}")
                     c1 = _server_cpu_s(ch_pid)
                     if kind.direct is not None:
                         rows = kind.direct()
@@ -449,10 +504,14 @@ def query(stack_file: str, events: int, repeat: int, funnel_series_repeat: int, 
                         rows = ch.query(kind.sql, parameters=kind.params, settings=kind.settings).result_rows
                     t2 = time.perf_counter()
                     c2 = _server_cpu_s(ch_pid)
-                    if i == 0 and kind.steps is not None:  # both paths answer the same question
-                        counts = [s["count"] for s in resp.json()["data"]["funnel"]["steps"]]
-                        if counts != _funnel_counts(rows) + [0] * (len(counts) - len(_funnel_counts(rows))):
-                            raise _Mismatch(f"{kind.name}: GraphQL {counts} != SQL {_funnel_counts(rows)}")
+                    if i == 0 and kind.counts is not None:  # both paths answer the same question
+                        sql_counts = kind.counts(rows)
+                        if resp is None:
+                            click.echo(f"{kind.name}: counts {sql_counts}")
+                        else:
+                            counts = [s["count"] for s in resp.json()["data"]["funnel"]["steps"]]
+                            if counts != sql_counts + [0] * (len(counts) - len(sql_counts)):
+                                raise _Mismatch(f"{kind.name}: GraphQL {counts} != SQL {sql_counts}")
                     if i >= 2:
                         api.append(t1 - t0)
                         sql.append(t2 - t1)
@@ -465,16 +524,22 @@ def query(stack_file: str, events: int, repeat: int, funnel_series_repeat: int, 
                 results.append({"query": kind.name, "steps": kind.steps, "error": exc.message})
                 click.echo(f"{kind.name:<38} failed: {exc.message[:200]}")
                 continue
-            g, d = _percentiles(api), _percentiles(sql)
-            entry: dict[str, Any] = {"query": kind.name, "graphql": g, "direct_sql": d, "runs": runs}
+            d = _percentiles(sql)
+            entry: dict[str, Any] = {"query": kind.name, "direct_sql": d, "runs": runs}
+            if kind.graphql:
+                entry["graphql"] = g = _percentiles(api)
             if kind.steps is not None:
-                entry |= {"steps": kind.steps, "overhead": _overhead(g, d)}
+                entry["steps"] = kind.steps
+                if kind.graphql:
+                    entry["overhead"] = _overhead(g, d)
                 if cpu:
                     entry["server_cpu_s"] = round(statistics.median(cpu), 3)
             results.append(entry)
+            api_line = (
+                f"GraphQL p50 {g['p50_ms']:>7} p95 {g['p95_ms']:>7} p99 {g['p99_ms']:>7} ms | " if kind.graphql else ""
+            )
             click.echo(
-                f"{kind.name:<38} GraphQL p50 {g['p50_ms']:>7} p95 {g['p95_ms']:>7} p99 {g['p99_ms']:>7} ms"
-                f" | SQL p50 {d['p50_ms']:>7} p95 {d['p95_ms']:>7} p99 {d['p99_ms']:>7} ms"
+                f"{kind.name:<38} {api_line}SQL p50 {d['p50_ms']:>7} p95 {d['p95_ms']:>7} p99 {d['p99_ms']:>7} ms"
                 + (f" | overhead p50 {entry['overhead']['p50_pct']}%" if "overhead" in entry else "")
                 + (f" | server CPU {entry['server_cpu_s']} s" if "server_cpu_s" in entry else "")
             )

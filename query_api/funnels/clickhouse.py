@@ -51,13 +51,19 @@ from query_api.funnels.result import (
     summarize,
 )
 from query_api.funnels.spec import FunnelSpec
-from query_api.funnels.sql import FunnelQuery, aggregate_query, entity_events_query
+from query_api.funnels.sql import FunnelQuery, aggregate_query, counts_query, entity_events_query
 from query_api.tenant_scope import scoped_query
 
 __all__ = ["run_funnel"]
 
 
-async def run_funnel(ch: Client, tenant: Tenant, spec: FunnelSpec) -> FunnelResult:
+async def run_funnel(ch: Client, tenant: Tenant, spec: FunnelSpec, *, counts_only: bool = False) -> FunnelResult:
+    """The answer to ``spec``.  ``counts_only``: the caller reads only counts, rates and drop-offs (a funnel
+    chart), so where :func:`counts_query` applies (ordered, users or sessions, no breakdown) the chosen paths
+    are not computed and the times and refs of the result are empty; elsewhere the full answer."""
+    if counts_only and spec.mode == "ordered" and spec.count_by != "totals" and spec.breakdown is None:
+        levels = await _rows(ch, tenant, counts_query(spec, tenant.org_id, tenant.project_id))
+        return _counts_result(spec, levels)
     if spec.mode == "any_order" or spec.count_by == "totals":
         rows = await _rows(ch, tenant, entity_events_query(spec, tenant.org_id, tenant.project_id))
         return await asyncio.to_thread(_finish_in_python, rows, spec)
@@ -92,6 +98,13 @@ def _step_aggregates(spec: FunnelSpec, rows: dict[int, Sequence[Any]]) -> list[S
         first = TimeStats(n, int(row[9]), int(row[7]), int(row[8])) if k > 1 else None
         out.append(StepAggregate(n, prev, first, _refs(row[10]), dropped))
     return out
+
+
+def _counts_result(spec: FunnelSpec, levels: Sequence[Sequence[Any]]) -> FunnelResult:
+    """From :func:`counts_query` rows ``(level, units)``: step k counts the units of level >= k."""
+    units = {int(level): int(n) for level, n in levels}
+    counts = [sum(n for level, n in units.items() if level >= k) for k in range(1, len(spec.steps) + 1)]
+    return build_result(spec, [StepAggregate(c, None, None, (), ()) for c in counts], {})
 
 
 def _assemble(spec: FunnelSpec, rows: Sequence[Sequence[Any]]) -> FunnelResult:

@@ -3,21 +3,51 @@ tool take), the answer fully typed.  Thin: tenant from the token, spec validated
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import strawberry
 from strawberry.scalars import JSON
 from strawberry.types import Info
+from strawberry.types.nodes import SelectedField, Selection
 
 from query_api.context import QueryContext
 from query_api.funnels.clickhouse import run_funnel
 from query_api.funnels.result import FunnelResult, StepResult
 from query_api.funnels.spec import parse_funnel_spec
 
-__all__ = ["FunnelQuery"]
+__all__ = ["FunnelQuery", "counts_only"]
 
 DEFAULT_RANGE = timedelta(days=30)  # like PostHog/Mixpanel: the last 30 days when no range is given
+# What a funnel chart reads of a step: answered without the chosen paths (run_funnel(counts_only=True)).
+_COUNT_STEP_FIELDS = frozenset(
+    {"__typename", "step", "name", "count", "conversionFromFirst", "conversionFromPrevious", "dropOff"}
+)
+
+
+def _fields(selections: Iterable[Selection]) -> Iterator[SelectedField]:
+    """The fields of a selection set, fragments (named or inline) flattened."""
+    for s in selections:
+        if isinstance(s, SelectedField):
+            yield s
+        else:
+            yield from _fields(s.selections)
+
+
+def counts_only(info: Info[QueryContext, None]) -> bool:
+    """True when the request reads no time or entity field of any step (overall or per breakdown group)."""
+
+    def steps_ok(steps: SelectedField) -> bool:
+        return all(f.name in _COUNT_STEP_FIELDS for f in _fields(steps.selections))
+
+    for funnel in _fields(info.selected_fields):
+        for f in _fields(funnel.selections):
+            if f.name == "steps" and not steps_ok(f):
+                return False
+            if f.name == "breakdown" and not all(g.name != "steps" or steps_ok(g) for g in _fields(f.selections)):
+                return False
+    return True
 
 
 @strawberry.type
@@ -113,4 +143,4 @@ class FunnelQuery:
             if parsed.cohort is not None:
                 raise ValueError("cohortId: give either cohortId or spec.cohort_user_ids")
             parsed = replace(parsed, cohort=await funnel_cohort_filter(ctx, tenant, str(cohort_id), now))
-        return to_graphql(await run_funnel(ctx.clickhouse, tenant, parsed))
+        return to_graphql(await run_funnel(ctx.clickhouse, tenant, parsed, counts_only=counts_only(info)))

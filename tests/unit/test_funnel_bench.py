@@ -4,7 +4,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from productgraph.bench.query import FUNNEL_STEP_SERIES, _funnel_counts, _overhead, _scaling, funnel_spec
+from productgraph.bench.query import (
+    FUNNEL_STEP_SERIES,
+    _funnel_counts,
+    _level_counts,
+    _native_funnel,
+    _overhead,
+    _percentiles,
+    _scaling,
+    funnel_spec,
+)
 from query_api.funnels.spec import parse_funnel_spec
 
 
@@ -20,6 +29,23 @@ def test_funnel_counts_come_from_the_overall_rows() -> None:
     rows = [(1, "(none)", 2, 7), (0, "pro", 1, 99), (1, "(none)", 1, 10), (1, "(none)", 4, 1)]
     assert _funnel_counts(rows) == [10, 7, 0, 1]
     assert _funnel_counts([]) == []
+
+
+def test_level_counts_accumulate_from_the_top() -> None:
+    # units reaching exactly 0, 1, 2, 4 steps: step k counts the units of level >= k; no trailing empty steps
+    assert _level_counts([(0, 5), (1, 3), (2, 2), (4, 1)]) == [6, 3, 1, 1]
+    assert _level_counts([(0, 5), (3, 0)]) == [] and _level_counts([]) == []
+
+
+def test_native_reference_binds_every_step_and_the_range() -> None:
+    spec = funnel_spec(3, "2026-01-01T00:00:00Z", "2026-01-31T00:00:00Z")
+    sql, params = _native_funnel(spec, "o", "p")
+    assert sql.count("windowFunnel") == 1 and "{t3:String}" in sql and "{start_before:Int64}" in sql
+    assert (params["p1"], params["p3"], params["W"]) == ("/", "/products/42", parse_funnel_spec(spec).window_ms)
+
+
+def test_percentiles_of_one_run() -> None:
+    assert _percentiles([0.25]) == {"p50_ms": 250.0, "p95_ms": 250.0, "p99_ms": 250.0}
 
 
 def test_overhead_is_relative_to_direct_sql() -> None:
