@@ -20,6 +20,7 @@ the 5-step funnel.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import statistics
@@ -33,6 +34,7 @@ import click
 import httpx
 
 from productgraph.connections import clickhouse_client
+from query_api.funnels.result import counts_from_levels
 from query_api.funnels.spec import parse_funnel_spec
 from query_api.funnels.sql import aggregate_query, counts_query
 
@@ -246,13 +248,6 @@ SELECT level, count() FROM (
 ) GROUP BY level ORDER BY level"""
 
 
-def _level_counts(rows: Any) -> list[int]:
-    """Per-step counts from ``(level, units)`` rows (:func:`counts_query`, the native reference)."""
-    units = {int(level): int(n) for level, n in rows}
-    top = max((level for level, n in units.items() if n), default=0)
-    return [sum(n for level, n in units.items() if level >= k) for k in range(1, top + 1)]
-
-
 def _native_funnel(spec: dict[str, Any], org_id: str, project_id: str) -> tuple[str, dict[str, Any]]:
     """ClickHouse's ``windowFunnel`` over the events of ``spec`` (page-view steps by path, users, step 1 in
     the date range): the native function, for reference only (it orders equal timestamps by step, not by
@@ -284,14 +279,14 @@ def _funnel_kinds(project_id: str, org_id: str, series: tuple[int, ...]) -> list
         q = counts_query(parse_funnel_spec(spec), org_id, project_id)
         variables = {"p": project_id, "spec": spec}
         kinds.append(QueryKind(name, _FUNNEL_GRAPHQL, q.sql, q.params, variables, steps=n, settings=q.settings,
-                               counts=_level_counts))  # fmt: skip
+                               counts=functools.partial(counts_from_levels, n_steps=n)))  # fmt: skip
         if n == 5 and not name.startswith("funnel series"):
             full = aggregate_query(parse_funnel_spec(five), org_id, project_id)
             kinds.append(QueryKind("funnel 5 steps, times + entities", _FUNNEL_FULL_GRAPHQL, full.sql, full.params,
                                    variables, steps=5, settings=full.settings, counts=_funnel_counts))  # fmt: skip
     native_sql, native_params = _native_funnel(five, org_id, project_id)
     kinds.append(QueryKind("windowFunnel reference (SQL only)", "", native_sql, native_params, steps=5,
-                           counts=_level_counts))  # fmt: skip
+                           counts=functools.partial(counts_from_levels, n_steps=5)))  # fmt: skip
     return kinds
 
 

@@ -6,9 +6,11 @@ every mode ClickHouse does the heavy part: scan, dedup, identity (rule 4), segme
 matching, the total order and the grouping per counted entity.
 
 Pure SQL (:mod:`query_api.funnels.sql`): ordered and strict funnels counted by users or sessions, with
-global and per-step windows, exclusions, breakdowns and cohorts.  One query; per entity one array pass
-per step (no per-event state machine), so time grows linearly with steps; Python only turns the per-step
-aggregate rows into the result (:func:`~query_api.funnels.result.build_result`, the reference's code).
+global and per-step windows, exclusions, breakdowns and cohorts; for a caller that reads counts only
+(``counts_only``), ordered funnels without breakdown by the cheaper levels-only query.  One query; per
+entity one array pass per step (no per-event state machine), so time grows linearly with steps; Python
+only turns the per-step aggregate rows into the result (:func:`~query_api.funnels.result.build_result`,
+the reference's code).
 
 Finished in Python, from compact per-entity event arrays that ClickHouse prepares
 (:func:`~query_api.funnels.sql.entity_events_query`), with the reference's own per-entity code:
@@ -48,6 +50,7 @@ from query_api.funnels.result import (
     StepAggregate,
     TimeStats,
     build_result,
+    counts_from_levels,
     summarize,
 )
 from query_api.funnels.spec import FunnelSpec
@@ -101,9 +104,8 @@ def _step_aggregates(spec: FunnelSpec, rows: dict[int, Sequence[Any]]) -> list[S
 
 
 def _counts_result(spec: FunnelSpec, levels: Sequence[Sequence[Any]]) -> FunnelResult:
-    """From :func:`counts_query` rows ``(level, units)``: step k counts the units of level >= k."""
-    units = {int(level): int(n) for level, n in levels}
-    counts = [sum(n for level, n in units.items() if level >= k) for k in range(1, len(spec.steps) + 1)]
+    """From :func:`counts_query` rows ``(level, units)``: counts only, no times and no refs."""
+    counts = counts_from_levels(levels, len(spec.steps))
     return build_result(spec, [StepAggregate(c, None, None, (), ()) for c in counts], {})
 
 

@@ -116,6 +116,13 @@ class StepAggregate:
     dropped: tuple[EntityRef, ...]  # already paged
 
 
+def counts_from_levels(levels: Iterable[Sequence[int]], n_steps: int) -> list[int]:
+    """Per-step counts from ``(level, units)`` rows (units reaching exactly ``level`` steps): step k counts
+    the units of level >= k."""
+    units = {int(level): int(n) for level, n in levels}
+    return [sum(n for level, n in units.items() if level >= k) for k in range(1, n_steps + 1)]
+
+
 def page_refs(refs: Iterable[EntityRef], spec: FunnelSpec) -> tuple[EntityRef, ...]:
     ordered = sorted(set(refs), key=lambda r: (r.entity_id, r.session_id))  # tuple keys: C-speed compares
     return tuple(ordered[spec.entities_offset : spec.entities_offset + spec.entities_limit])

@@ -21,6 +21,10 @@ One query, in stages (CTEs):
 final      per step (and breakdown group, by GROUPING SETS): count, exact lower/upper medians and sums of
            the times from the previous and the first step, and a page of the sorted entity refs.
 
+:func:`counts_query` answers a funnel chart (counts only; ordered, users or sessions, no breakdown) with the
+same ``anon``/``ev``/``ent`` stages, ``ent`` without the session column, and a levels-only kernel: per step
+one forward fill of path start times (:func:`_level_steps`), no path, times or refs.
+
 Reading without ``FINAL`` (rule 1, exact): a redelivered event is the same event (same id, same content; at
 most its receive time differs), and every copy lands in the same session and person, so duplicates are
 dropped inside each per-session/per-entity array (:func:`_sorted_events`), keeping the first delivery in the

@@ -7,13 +7,13 @@ from typing import Any
 from productgraph.bench.query import (
     FUNNEL_STEP_SERIES,
     _funnel_counts,
-    _level_counts,
     _native_funnel,
     _overhead,
     _percentiles,
     _scaling,
     funnel_spec,
 )
+from query_api.funnels.result import counts_from_levels
 from query_api.funnels.spec import parse_funnel_spec
 
 
@@ -32,9 +32,9 @@ def test_funnel_counts_come_from_the_overall_rows() -> None:
 
 
 def test_level_counts_accumulate_from_the_top() -> None:
-    # units reaching exactly 0, 1, 2, 4 steps: step k counts the units of level >= k; no trailing empty steps
-    assert _level_counts([(0, 5), (1, 3), (2, 2), (4, 1)]) == [6, 3, 1, 1]
-    assert _level_counts([(0, 5), (3, 0)]) == [] and _level_counts([]) == []
+    # units reaching exactly 0, 1, 2, 4 steps: step k counts the units of level >= k
+    assert counts_from_levels([(0, 5), (1, 3), (2, 2), (4, 1)], 5) == [6, 3, 1, 1, 0]
+    assert counts_from_levels([], 2) == [0, 0]
 
 
 def test_native_reference_binds_every_step_and_the_range() -> None:
