@@ -38,6 +38,7 @@ from query_api.errors import UserError
 
 __all__ = [
     "EVENTS_FINAL_SETTINGS",
+    "READ_SETTINGS",
     "TENANT_FILTER",
     "QueryTimeout",
     "Tenant",
@@ -45,6 +46,7 @@ __all__ = [
     "check_scoped",
     "delete_project_keys",
     "kill_query",
+    "read_settings",
     "redis_key",
     "scoped_query",
 ]
@@ -114,6 +116,23 @@ def tenant_parameters(tenant: Tenant, params: Mapping[str, Any] | None) -> dict[
     return {**(params or {}), "org": tenant.org_id, "project": tenant.project_id}
 
 
+# Settings every query API read runs with (a caller's own settings win): skip indexes applied while
+# planning, so that the identity pass of funnels, retention, cohorts and trends skips the granules without
+# any anonymous id by the ``anon_ids`` index (deploy/clickhouse/0006); evaluated while reading (the default
+# of recent versions) it read the column anyway.
+READ_SETTINGS: Mapping[str, Any] = {"use_skip_indexes_on_data_read": 0}
+# Tuning settings that older ClickHouse versions do not have: sent only to a server that lists them (the
+# answer does not depend on them), so one query text serves every supported version.
+VERSION_SETTINGS = frozenset({"use_skip_indexes_on_data_read"})
+
+
+def read_settings(ch: Client, settings: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The settings of a read through ``ch``: :data:`READ_SETTINGS`, then ``settings``, without the
+    :data:`VERSION_SETTINGS` that the server does not have."""
+    merged = {**READ_SETTINGS, **(settings or {})}
+    return {k: v for k, v in merged.items() if k not in VERSION_SETTINGS or k in ch.server_settings}
+
+
 async def scoped_query(
     ch: Client,
     tenant: Tenant,
@@ -131,7 +150,7 @@ async def scoped_query(
     check_scoped(sql)
     bound = tenant_parameters(tenant, params)
     query_id = f"pgq-{uuid.uuid4().hex}"
-    options = {**(settings or {}), "query_id": query_id, "log_comment": query_id}
+    options = {**read_settings(ch, settings), "query_id": query_id, "log_comment": query_id}
     if timeout_s is not None:
         options["max_execution_time"] = max(1, math.ceil(timeout_s))
     try:

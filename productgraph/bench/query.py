@@ -37,6 +37,7 @@ from productgraph.connections import clickhouse_client
 from query_api.funnels.result import counts_from_levels
 from query_api.funnels.spec import parse_funnel_spec
 from query_api.funnels.sql import aggregate_query, counts_query
+from query_api.tenant_scope import read_settings
 
 __all__ = ["FUNNEL_STEP_SERIES", "funnel_spec", "load_dataset", "query"]
 
@@ -496,7 +497,9 @@ def query(stack_file: str, events: int, repeat: int, funnel_series_repeat: int, 
                     if kind.direct is not None:
                         rows = kind.direct()
                     else:
-                        rows = ch.query(kind.sql, parameters=kind.params, settings=kind.settings).result_rows
+                        rows = ch.query(
+                            kind.sql, parameters=kind.params, settings=read_settings(ch, kind.settings)
+                        ).result_rows
                     t2 = time.perf_counter()
                     c2 = _server_cpu_s(ch_pid)
                     if i == 0 and kind.counts is not None:  # both paths answer the same question

@@ -4,6 +4,7 @@ the schema composition rules.  No servers."""
 from __future__ import annotations
 
 import uuid
+from types import SimpleNamespace
 
 import pytest
 import strawberry
@@ -20,7 +21,15 @@ from query_api.admin.validation import (
     validate_text,
 )
 from query_api.errors import InvalidInput, NotFound
-from query_api.tenant_scope import TENANT_FILTER, Tenant, UnscopedQuery, check_scoped, redis_key, tenant_parameters
+from query_api.tenant_scope import (
+    TENANT_FILTER,
+    Tenant,
+    UnscopedQuery,
+    check_scoped,
+    read_settings,
+    redis_key,
+    tenant_parameters,
+)
 from schemas.sessions import live_key
 
 T = Tenant("0b5ad8a3-1d7e-4c55-9c3c-5d1d63b7e0a1", "7f1f4f1e-0c1b-4a43-9c61-2a4d0d3b8f00")
@@ -179,3 +188,14 @@ def test_schema_parts_may_not_override_each_other() -> None:
         _merge("Query", [One, Two])
     with pytest.raises(TypeError, match="not a strawberry type"):
         _merge("Query", [One, object()])
+
+
+def test_version_settings_go_only_to_servers_that_have_them() -> None:
+    old, new = (
+        SimpleNamespace(server_settings={}),
+        SimpleNamespace(server_settings={"use_skip_indexes_on_data_read": 1}),
+    )
+    wanted = {"use_skip_indexes_on_data_read": 0, "group_by_two_level_threshold": 2000}
+    assert read_settings(new, wanted) == wanted  # type: ignore[arg-type]
+    assert read_settings(old, wanted) == {"group_by_two_level_threshold": 2000}  # type: ignore[arg-type]
+    assert read_settings(old, None) == {}  # type: ignore[arg-type]
