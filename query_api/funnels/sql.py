@@ -57,7 +57,10 @@ __all__ = ["SETTINGS", "FunnelQuery", "aggregate_query", "counts_query", "entity
 _NO_WINDOW = 1 << 62
 # The identity mapping as one scalar (``amap``: anonymous ids, sorted, and their user ids, aligned), so that
 # the identity pass runs once: two scalar subqueries over ``anon`` ran it twice, before the main scan.
-_ANON_MAP = "(SELECT (arrayMap(p -> p.1, m), arrayMap(p -> p.2, m)) FROM (SELECT arraySort(groupArray((anon_id, uid))) AS m FROM anon)) AS amap"  # noqa: E501
+_ANON_MAP = (
+    "(SELECT (arrayMap(p -> p.1, m), arrayMap(p -> p.2, m)) "
+    "FROM (SELECT arraySort(groupArray((anon_id, uid))) AS m FROM anon)) AS amap"
+)
 _ANON_UID = "transform(e.user_anonymous_id, amap.1, amap.2, '')"
 _ALL_BUT_START = (1 << 64) - 2  # the step mask of an event that may not start a path: every bit but step 1's
 _PATH = "CAST([], 'Array(UInt32)')"
