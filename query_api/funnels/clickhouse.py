@@ -54,7 +54,7 @@ from query_api.funnels.result import (
     summarize,
 )
 from query_api.funnels.spec import FunnelSpec
-from query_api.funnels.sql import FunnelQuery, aggregate_query, counts_query, entity_events_query
+from query_api.funnels.sql import FunnelQuery, aggregate_query, counts_apply, counts_query, entity_events_query
 from query_api.tenant_scope import scoped_query
 
 __all__ = ["run_funnel"]
@@ -64,7 +64,7 @@ async def run_funnel(ch: Client, tenant: Tenant, spec: FunnelSpec, *, counts_onl
     """The answer to ``spec``.  ``counts_only``: the caller reads only counts, rates and drop-offs (a funnel
     chart), so where :func:`counts_query` applies (ordered, users or sessions, no breakdown) the chosen paths
     are not computed and the times and refs of the result are empty; elsewhere the full answer."""
-    if counts_only and spec.mode == "ordered" and spec.count_by != "totals" and spec.breakdown is None:
+    if counts_only and counts_apply(spec):
         levels = await _rows(ch, tenant, counts_query(spec, tenant.org_id, tenant.project_id))
         return _counts_result(spec, levels)
     if spec.mode == "any_order" or spec.count_by == "totals":

@@ -52,7 +52,7 @@ from query_api.funnels.spec import BREAKDOWN_COLUMNS, FunnelSpec
 from schemas.fields import FIELDS_BY_NAME, Kind
 from schemas.matchers import Matcher, to_clickhouse
 
-__all__ = ["SETTINGS", "FunnelQuery", "aggregate_query", "counts_query", "entity_events_query"]
+__all__ = ["SETTINGS", "FunnelQuery", "aggregate_query", "counts_apply", "counts_query", "entity_events_query"]
 
 _NO_WINDOW = 1 << 62
 # The identity mapping as one scalar (``amap``: anonymous ids, sorted, and their user ids, aligned), so that
@@ -508,13 +508,18 @@ def _level_steps(spec: FunnelSpec) -> list[str]:
     return stages
 
 
+def counts_apply(spec: FunnelSpec) -> bool:
+    """Whether :func:`counts_query` answers ``spec``: ordered, by users or sessions, no breakdown."""
+    return spec.mode == "ordered" and spec.count_by != "totals" and spec.breakdown is None
+
+
 def counts_query(spec: FunnelSpec, org_id: str, project_id: str) -> FunnelQuery:
     """Rows ``(level, units)``: how many counted units reach exactly ``level`` steps (0 included), for an
     ordered funnel without breakdown counted by users or sessions.  The per-step counts of
     :func:`aggregate_query` (count at step k = units with level >= k) without the chosen paths, their times
     and refs: about half the server CPU of the full answer, for callers that ask for counts and rates only
     (a funnel chart).  Same scan, identity, dedup, order, segments and cohort as :func:`aggregate_query`."""
-    if spec.mode != "ordered" or spec.count_by == "totals" or spec.breakdown is not None:
+    if not counts_apply(spec):
         raise ValueError("counts_query: ordered funnels by users or sessions without breakdown only")
     events, params = _events_cte(spec, org_id, project_id, any_order=False)
     _window_params(spec, params)
