@@ -29,7 +29,7 @@ from schemas.records import EventRecord
 __all__ = ["ANY", "PersonSource", "person_events", "person_source"]
 
 ANY = Matcher()  # no condition: matches every event (``to_clickhouse`` gives ``1``)
-_ORDER = "(timestamp, ifNull(event_sequence, 0), received_at, event_id)"
+_ORDER = "(timestamp, ifNull(event_sequence, 0), received_at, cityHash64(event_id), event_id)"  # the total order
 
 
 @dataclass(frozen=True, slots=True)

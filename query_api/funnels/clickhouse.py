@@ -133,9 +133,10 @@ def _finish_in_python(rows: Sequence[Sequence[Any]], spec: FunnelSpec) -> Funnel
     for entity, evs in rows:
         person = str(entity)
         events = [  # FunnelEvent(ts, sequence, received, event_id, session_id, person, segment, seg_pos,
-            #              steps, exclusions, can_start, breakdown)
-            FunnelEvent(ts, seq, rcv, eid, sid, person, seg, spos, _bits(smask), _bits(xmask), can_start == 1, bd)
-            for ts, seq, rcv, eid, smask, xmask, can_start, sid, bd, seg, spos in evs
+            #              steps, exclusions, can_start, breakdown); the arrays come in the total order
+            #              already, so the id (here its hash) is not needed any more
+            FunnelEvent(ts, seq, rcv, "", sid, person, seg, spos, _bits(smask), _bits(xmask), can_start == 1, bd)
+            for ts, seq, rcv, _, smask, xmask, can_start, sid, bd, seg, spos in evs
         ]
         if spec.count_by == "totals":
             paths = totals_paths(events, spec)

@@ -7,7 +7,10 @@ session), the cohort filter, and step/exclusion matching.  The ClickHouse evalua
 columns in SQL; anything decided here must be decided identically there.
 
 Decisions where the rules leave room (the SQL does the same):
-- "receive order" is (receive time, event id): a total order that does not change between runs.
+- "receive order" is (receive time, ``cityHash64`` of the event id, event id): a total order that does not
+  change between runs.  The hash (ClickHouse's own function, :func:`tie_hash`) lets the SQL order and
+  de-duplicate by a number instead of carrying every event id string per entity; the id itself only
+  separates two ids with the same 64-bit hash.
 - an anonymous id is merged into the ``user.id`` of the first scanned event (in the total order) that
   carries both; events outside the scanned range are not consulted.
 - segments are computed over the scanned events only (a session that began before ``date_from`` is
@@ -20,13 +23,14 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 import orjson
+from clickhouse_cityhash.cityhash import CityHash64
 
 from query_api.funnels.result import NONE_VALUE
 from query_api.funnels.spec import BREAKDOWN_COLUMNS, FunnelSpec
 from schemas.matchers import matches
 from schemas.records import EventRecord
 
-__all__ = ["SEGMENT_MAX_MS", "FunnelEvent", "group_entities", "prepare_events"]
+__all__ = ["SEGMENT_MAX_MS", "FunnelEvent", "group_entities", "prepare_events", "tie_hash"]
 
 SEGMENT_MAX_MS = 24 * 3600 * 1000  # a segment never spans more than 24 h from its first event
 
@@ -45,10 +49,6 @@ class FunnelEvent:
     exclusions: frozenset[int]  # ``after_step`` of every exclusion whose matcher matches
     can_start: bool  # early enough to be step 1 / an any-order window start (ts < date_to)
     breakdown: str
-
-    @property
-    def key(self) -> tuple[int, int, int, str]:
-        return (self.ts, self.sequence, self.received, self.event_id)
 
 
 def _text(v: object) -> str:
@@ -72,9 +72,15 @@ def _breakdown(rec: EventRecord, spec: FunnelSpec) -> str:
     return value or NONE_VALUE
 
 
-def _order_key(rec: EventRecord) -> tuple[int, int, int, str]:
+def tie_hash(event_id: str) -> int:
+    """ClickHouse's ``cityHash64(event_id)``: orders events equal on (timestamp, sequence, receive time)."""
+    value: int = CityHash64(event_id.encode())
+    return value
+
+
+def _order_key(rec: EventRecord) -> tuple[int, int, int, int, str]:
     seq = rec.fields.get("event.sequence")
-    return (rec.ts_ms, seq if isinstance(seq, int) else 0, rec.received_ms, rec.event_id)
+    return (rec.ts_ms, seq if isinstance(seq, int) else 0, rec.received_ms, tie_hash(rec.event_id), rec.event_id)
 
 
 def _segments(recs: list[EventRecord], timeout_ms: int) -> list[tuple[int, int]]:
@@ -124,7 +130,7 @@ def prepare_events(records: Iterable[EventRecord], spec: FunnelSpec) -> list[Fun
             continue
         person = f"user:{user}" if user else f"anonymous:{anon}" if anon else f"session:{r.session_id}"
         seg, pos = segment_of[r.event_id]
-        ts, seq, received, event_id = _order_key(r)
+        ts, seq, received, _, event_id = _order_key(r)
         out.append(
             FunnelEvent(
                 ts=ts,

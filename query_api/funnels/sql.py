@@ -64,14 +64,15 @@ _ANON_MAP = (
 _ANON_UID = "transform(e.user_anonymous_id, amap.1, amap.2, '')"
 _ALL_BUT_START = (1 << 64) - 2  # the step mask of an event that may not start a path: every bit but step 1's
 _PATH = "CAST([], 'Array(UInt32)')"
-# The per-entity event tuple: 1 ts, 2 sequence, 3 receive time, 4 event id, 5 step mask, 6 exclusion mask,
-# 7 may start, 8 session id, 9 breakdown value, 10 segment, 11 position in segment.
-_ENTITY_TUPLE = ("ts", "seq", "rcv", "event_id", "smask", "xmask", "can_start", "session_id", "bd", "seg", "spos")
+# The per-entity event tuple: 1 ts, 2 sequence, 3 receive time, 4 the event id's cityHash64 (the total
+# order's last key, see query_api.funnels.events), 5 step mask, 6 exclusion mask, 7 may start, 8 session id,
+# 9 breakdown value, 10 segment, 11 position in segment.
+_ENTITY_TUPLE = ("ts", "seq", "rcv", "eh", "smask", "xmask", "can_start", "session_id", "bd", "seg", "spos")
 # The SQL kernel's tuple when no segment is needed (ordered users): the total order's four columns, the step
 # mask with step 1 cleared where no path may start, the session, and the exclusion mask and breakdown value
 # only when the spec has them.  Every array aggregated per entity costs (a groupArray, then a permutation by
 # the sort), so none is carried for nothing.
-_LEAN_TUPLE = ("ts", "seq", "rcv", "event_id", "mstart", "session_id")
+_LEAN_TUPLE = ("ts", "seq", "rcv", "eh", "mstart", "session_id")
 
 
 def _lean_tuple(spec: FunnelSpec, *, counts_only: bool = False) -> tuple[str, ...]:
@@ -82,18 +83,21 @@ def _lean_tuple(spec: FunnelSpec, *, counts_only: bool = False) -> tuple[str, ..
 
 def _sorted_events(columns: tuple[str, ...], constants: frozenset[str] = frozenset()) -> str:
     """A group's events as one array of tuples in the total order (the first four columns), without later
-    copies of an event id (rule 1).
+    copies of an event (rule 1).
 
     One ``groupArray`` per column, zipped after aggregation: ``groupArray`` of a tuple stores every value
     through the generic (serializing) implementation, several times slower than numeric/String arrays.
     Tuples compare element by element, so the plain sort is the total order.  Copies of one event share
     its content and differ at most in receive time, so in that order the first copy is the first delivery;
-    ``arrayEnumerateUniq`` numbers the occurrences of each event id (element 4).  ``constants`` (columns
-    with one value for the whole query) become constant arrays instead of aggregates."""
+    ``arrayEnumerateUniq`` numbers the occurrences of each (id hash, timestamp) (elements 4 and 1): numbers,
+    not the id strings, which cost most of the grouping.  Two different events of one entity with the same
+    timestamp and the same 64-bit id hash would count once (and only such a pair could be ordered
+    otherwise than by the id that follows the hash in the rules' order).  ``constants`` (columns with one
+    value for the whole query) become constant arrays instead of aggregates."""
     n = f"groupArray({columns[0]})"
     arrays = (f"arrayWithConstant(length({n}), {c})" if c in constants else f"groupArray({c})" for c in columns)
     zipped = f"arraySort(arrayZip({', '.join(arrays)}))"
-    return f"arrayFilter((x, u) -> u = 1, {zipped}, arrayEnumerateUniq({zipped}.4))"
+    return f"arrayFilter((x, u) -> u = 1, {zipped}, arrayEnumerateUniq({zipped}.4, {zipped}.1))"
 
 
 # Two-level aggregation from a few thousand entities on: the per-entity arrays leave the GROUP BY in buckets
@@ -189,7 +193,7 @@ def _events_cte(spec: FunnelSpec, org_id: str, project_id: str, *, any_order: bo
     sql = f"""
 anon AS (
     SELECT user_anonymous_id AS anon_id,
-           argMin(user_id, (timestamp, ifNull(event_sequence, 0), received_at, event_id)) AS uid
+           argMin(user_id, (timestamp, ifNull(event_sequence, 0), received_at, cityHash64(event_id), event_id)) AS uid
     FROM events
     PREWHERE user_anonymous_id != '' AND user_id != '' AND {_tenant_range("")}
     GROUP BY user_anonymous_id
@@ -200,7 +204,7 @@ ev AS (
            toUnixTimestamp64Milli(e.timestamp) AS ts,
            ifNull(e.event_sequence, 0) AS seq,
            toUnixTimestamp64Milli(e.received_at) AS rcv,
-           e.event_id AS event_id,
+           cityHash64(e.event_id) AS eh,
            {_bits(step_conds, step_bits)} AS smask,
            {xmask} AS xmask,
            toUInt8(ts < {{start_before:Int64}}) AS can_start,
@@ -248,7 +252,7 @@ ent AS (
         keep = "x.10 = 1 AND x.5 != 0"
     else:
         keep = "x.10 = 1 AND (x.5 != 0 OR x.6 != 0)"
-    session_columns = ("ts", "seq", "rcv", "event_id", "smask", "xmask", "can_start", "bd", "person", "in_cohort")
+    session_columns = ("ts", "seq", "rcv", "eh", "smask", "xmask", "can_start", "bd", "person", "in_cohort")
     return f"""
 sess AS (
     SELECT session_id, {_sorted_events(session_columns)} AS sevs
@@ -265,7 +269,7 @@ segd AS (
     FROM sess
 ),
 erows AS (
-    SELECT session_id, x.1 AS ts, x.2 AS seq, x.3 AS rcv, x.4 AS event_id, x.5 AS smask, x.6 AS xmask,
+    SELECT session_id, x.1 AS ts, x.2 AS seq, x.3 AS rcv, x.4 AS eh, x.5 AS smask, x.6 AS xmask,
            x.7 AS can_start, x.8 AS bd, x.9 AS person, sg AS seg, sp AS spos
     FROM segd ARRAY JOIN sevs AS x, segno AS sg, segpos AS sp
     WHERE {keep}

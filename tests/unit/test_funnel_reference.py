@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from query_api.funnels.events import tie_hash
 from query_api.funnels.reference import evaluate
 from query_api.funnels.result import EntityRef, FunnelResult
 from query_api.funnels.spec import FunnelSpec, parse_funnel_spec
@@ -148,8 +149,9 @@ def test_ties_ordered_by_sequence_then_receive_order() -> None:
     # same timestamp and sequence: receive order (B received first → B, A → not converted)
     assert counts(evaluate([ev("A", 5, recv=T0 + 9), ev("B", 5, recv=T0 + 8)], spec("A", "B"))) == [1, 0]
     assert counts(evaluate([ev("A", 5, recv=T0 + 8), ev("B", 5, recv=T0 + 9)], spec("A", "B"))) == [1, 1]
-    # everything equal: the event id breaks the tie, the same way every run
-    tie = [ev("B", 5, recv=T0, eid="x1"), ev("A", 5, recv=T0, eid="x2")]
+    # everything equal: the event id's cityHash64 breaks the tie (x2's is the smaller), the same way every run
+    assert tie_hash("x2") < tie_hash("x1")
+    tie = [ev("B", 5, recv=T0, eid="x2"), ev("A", 5, recv=T0, eid="x1")]
     assert counts(evaluate(tie, spec("A", "B"))) == counts(evaluate(list(reversed(tie)), spec("A", "B"))) == [1, 0]
 
 
