@@ -23,13 +23,13 @@ from datetime import datetime, timedelta
 
 from query_api.funnels.events import FunnelEvent, prepare_events
 from query_api.funnels.spec import DEFAULT_SESSION_TIMEOUT_MS, Breakdown, FunnelSpec, FunnelStep
+from query_api.funnels.sql import ORDER_SQL
 from schemas.matchers import Matcher
 from schemas.records import EventRecord
 
 __all__ = ["ANY", "PersonSource", "person_events", "person_source"]
 
 ANY = Matcher()  # no condition: matches every event (``to_clickhouse`` gives ``1``)
-_ORDER = "(timestamp, ifNull(event_sequence, 0), received_at, cityHash64(event_id), event_id)"  # the total order
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,7 +52,7 @@ def person_source(e: str, a: str, from_param: str, to_param: str) -> PersonSourc
         )
 
     merge = (
-        f"(SELECT user_anonymous_id AS anon_id, argMin(user_id, {_ORDER}) AS uid FROM events FINAL "
+        f"(SELECT user_anonymous_id AS anon_id, argMin(user_id, {ORDER_SQL}) AS uid FROM events FINAL "
         f"WHERE org_id = {{org:UUID}} AND project_id = {{project:UUID}} AND {rng('')} "
         "AND user_id != '' AND user_anonymous_id != '' GROUP BY user_anonymous_id)"
     )

@@ -52,9 +52,20 @@ from query_api.funnels.spec import BREAKDOWN_COLUMNS, FunnelSpec
 from schemas.fields import FIELDS_BY_NAME, Kind
 from schemas.matchers import Matcher, to_clickhouse
 
-__all__ = ["SETTINGS", "FunnelQuery", "aggregate_query", "counts_apply", "counts_query", "entity_events_query"]
+__all__ = [
+    "ORDER_SQL",
+    "SETTINGS",
+    "FunnelQuery",
+    "aggregate_query",
+    "counts_apply",
+    "counts_query",
+    "entity_events_query",
+]
 
 _NO_WINDOW = 1 << 62
+# The rules' total order of an ``events`` row as one ClickHouse tuple (query_api.funnels.events decides it):
+# the identity pass of funnels and of the person-based analyses takes the first event carrying both ids by it.
+ORDER_SQL = "(timestamp, ifNull(event_sequence, 0), received_at, cityHash64(event_id), event_id)"
 # The identity mapping as one scalar (``amap``: anonymous ids, sorted, and their user ids, aligned), so that
 # the identity pass runs once: two scalar subqueries over ``anon`` ran it twice, before the main scan.
 _ANON_MAP = (
@@ -193,7 +204,7 @@ def _events_cte(spec: FunnelSpec, org_id: str, project_id: str, *, any_order: bo
     sql = f"""
 anon AS (
     SELECT user_anonymous_id AS anon_id,
-           argMin(user_id, (timestamp, ifNull(event_sequence, 0), received_at, cityHash64(event_id), event_id)) AS uid
+           argMin(user_id, {ORDER_SQL}) AS uid
     FROM events
     PREWHERE user_anonymous_id != '' AND user_id != '' AND {_tenant_range("")}
     GROUP BY user_anonymous_id
